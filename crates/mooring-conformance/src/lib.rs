@@ -1,1 +1,48 @@
-//! placeholder
+//! # mooring-conformance
+//!
+//! The one test suite every [`SessionStore`] must pass. A store crate provides a [`Harness`] (a fresh,
+//! isolated store per test: its own database, file or key prefix) and instantiates the suite with
+//! [`conformance_suite!`], which expands to one `#[tokio::test]` per case so failures name the case.
+//!
+//! ```ignore
+//! mooring_conformance::conformance_suite!(MyHarness::new().await);
+//! ```
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mooring::{SessionStore, StoreKey};
+
+pub mod cases;
+
+/// One store under test, isolated from every other test.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// The store under test.
+    fn store(&self) -> Arc<dyn SessionStore>;
+
+    /// Overwrites the stored record of `key` with bytes that cannot be decoded as a record, the way a bug, a
+    /// foreign writer or a damaged backup would. The record must exist.
+    async fn corrupt(&self, key: &StoreKey);
+}
+
+/// Expands to one `#[tokio::test]` per conformance case. `$harness` is an expression (it may use `.await`)
+/// evaluated once per test to build a fresh [`Harness`].
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:expr) => {
+        $crate::conformance_suite!(@cases $harness;
+            round_trip, load_slides_idle_expiry, idle_expiry, absolute_deadline, deltas_only_touch_their_attributes,
+            concurrent_writers_keep_their_attributes, compare_and_set, create_refuses_existing_key,
+            apply_to_missing_record, id_rotation, invalidation, user_index, corrupt_record, size_limit);
+    };
+    (@cases $harness:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                $crate::cases::$case(&harness).await;
+            }
+        )+
+    };
+}
