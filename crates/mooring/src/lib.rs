@@ -9,16 +9,46 @@
 //! - [`record`]: the stored record, the per-request [`Delta`], and the binary record format.
 //! - [`store`]: the [`SessionStore`] contract every backend implements.
 //! - [`memory`]: [`MemoryStore`], an in-process store for tests and examples.
+//! - [`keys`]: the key ring that signs cookies and encrypts values at rest, with key rotation.
+//! - [`config`]: [`SessionConfig`], cookie attributes, lifetimes and limits.
+//! - [`session`]: the per-request [`Session`] handle and the [`SessionManager`] that makes them.
+//! - [`layer`]: [`SessionLayer`], the tower middleware, and the axum extractor.
 //! - [`error`]: [`Error`], which turns into a clean HTTP response.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get};
+//! use mooring::{Keys, MemoryStore, Session, SessionConfig, SessionManager};
+//!
+//! async fn visits(session: Session) -> Result<String, mooring::Error> {
+//!     let n: u64 = session.get("visits").await?.unwrap_or(0) + 1;
+//!     session.insert("visits", &n).await?;
+//!     Ok(format!("visit {n}"))
+//! }
+//!
+//! let keys = Keys::new(b"a secret of at least thirty-two bytes!", &[]).unwrap();
+//! let manager = SessionManager::new(Arc::new(MemoryStore::new()), keys, SessionConfig::default());
+//! let app: Router = Router::new().route("/", get(visits)).layer(manager.layer());
+//! ```
 
+pub mod config;
 pub mod error;
 pub mod id;
+pub mod keys;
+pub mod layer;
 pub mod memory;
 pub mod record;
+pub mod session;
 pub mod store;
 
+pub use config::{SameSite, SessionConfig};
 pub use error::{Error, Result};
 pub use id::{SessionId, StoreKey};
+pub use keys::Keys;
+pub use layer::{SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use record::{Applied, Delta, Loaded, Policy, Record, now_ms};
 pub use store::SessionStore;
+pub use session::{Session, SessionInfo, SessionManager, SessionStats};
