@@ -53,6 +53,11 @@ impl MemoryStore {
         self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The keys of every record held, live or not. For tests and debugging.
+    pub fn keys(&self) -> Vec<StoreKey> {
+        self.lock().entries.keys().cloned().collect()
+    }
+
     /// Replaces the stored bytes of a record, keeping its expiry. For tests of corrupt-record handling.
     pub fn overwrite_raw(&self, key: &StoreKey, bytes: Vec<u8>) -> bool {
         match self.lock().entries.get_mut(key) {
