@@ -1,1 +1,32 @@
-//! placeholder
+//! # mooring-sql
+//!
+//! [`SqlStore`]: a [`mooring::SessionStore`] on SQL, through sqlx's `Any` driver. SQLite is the embedded
+//! default (one file, shareable by several processes); PostgreSQL and MySQL/MariaDB serve many replicas.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), mooring_sql::SqlStoreError> {
+//! let store = mooring_sql::SqlStore::connect("sqlite://data/sessions.db").await?;
+//! let _cleanup = store.spawn_cleanup(std::time::Duration::from_secs(60));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`store`](SqlStore): the table, the contract's operations, and the expired-row cleanup.
+//! - `migrate`: the schema migrator (a numbered list, a version table, one migrating process at a time).
+//! - [`connect`]: opening a pool with the settings each database needs (SQLite: WAL, busy timeout, ...).
+//! - [`Dialect`]: SQLite / PostgreSQL / MySQL differences, including `?` → `$n` placeholder rewriting, public
+//!   so applications can write their own portable queries on the same pool.
+//! - [`SqlStoreError`]: what goes wrong; converts into [`mooring::Error::Store`].
+
+mod dialect;
+mod error;
+mod migrate;
+mod pool;
+mod store;
+
+pub use dialect::Dialect;
+pub use error::{Result, SqlStoreError};
+pub use pool::{ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT, connect};
+pub use store::SqlStore;

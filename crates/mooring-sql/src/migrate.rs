@@ -1,0 +1,216 @@
+//! A tiny schema migrator: an ordered list of numbered migrations, each a list of per-dialect statements, and
+//! a `mooring_schema_migrations` table recording the numbers applied.
+//!
+//! Invariants:
+//!
+//! - **Idempotent.** Running it again applies nothing; statements are `IF NOT EXISTS` where the dialect allows,
+//!   so a migration interrupted half-way (MySQL cannot roll DDL back) completes on the next run.
+//! - **Safe when many replicas start at once.** Exactly one process migrates at a time, the others wait and
+//!   then find nothing to do: PostgreSQL takes `pg_advisory_xact_lock` inside the migration transaction,
+//!   MySQL holds `GET_LOCK` on one connection for the whole run, SQLite runs it in one `BEGIN IMMEDIATE`
+//!   (write) transaction.
+//! - **Rolling updates.** Versions the running code does not know (written by a newer replica) are ignored,
+//!   so an old replica keeps starting while a new one has already migrated forward. Migrations are therefore
+//!   additive: a new column must have a default, nothing is renamed or dropped while old code may run.
+
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+
+use crate::dialect::Dialect;
+use crate::error::{Result, SqlStoreError};
+
+/// Key of the PostgreSQL advisory lock taken while migrating (an arbitrary constant: "mooring" in ASCII).
+const PG_LOCK_KEY: i64 = 0x006d_6f6f_7269_6e67;
+/// Name of the MySQL user lock taken while migrating.
+const MYSQL_LOCK_NAME: &str = "mooring_schema_migrations";
+/// How long a MySQL replica waits for another one's migration, in seconds.
+const MYSQL_LOCK_WAIT_SECS: u32 = 60;
+
+/// One schema change.
+struct Migration {
+    /// Its number: applied in ascending order, recorded once applied.
+    version: i64,
+    /// What it does, for errors and logs.
+    description: &'static str,
+    /// Its statements for a dialect, run in order.
+    statements: fn(Dialect) -> Vec<&'static str>,
+}
+
+/// Every migration, in order. Append only: never edit or renumber one that has shipped.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "create mooring_sessions",
+    statements: create_sessions,
+}];
+
+fn create_sessions(dialect: Dialect) -> Vec<&'static str> {
+    match dialect {
+        Dialect::Sqlite => vec![
+            r#"CREATE TABLE IF NOT EXISTS mooring_sessions (
+                "key" VARCHAR(64) NOT NULL PRIMARY KEY,
+                user_id VARCHAR(255) NULL,
+                version BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                deadline BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                data BLOB NOT NULL
+            )"#,
+            "CREATE INDEX IF NOT EXISTS mooring_sessions_user_id ON mooring_sessions (user_id)",
+            "CREATE INDEX IF NOT EXISTS mooring_sessions_expires_at ON mooring_sessions (expires_at)",
+        ],
+        Dialect::Postgres => vec![
+            r#"CREATE TABLE IF NOT EXISTS mooring_sessions (
+                "key" VARCHAR(64) NOT NULL PRIMARY KEY,
+                user_id VARCHAR(255) NULL,
+                version BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                deadline BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                data BYTEA NOT NULL
+            )"#,
+            "CREATE INDEX IF NOT EXISTS mooring_sessions_user_id ON mooring_sessions (user_id)",
+            "CREATE INDEX IF NOT EXISTS mooring_sessions_expires_at ON mooring_sessions (expires_at)",
+        ],
+        // Keys are case-sensitive base64url and user ids are compared exactly, so both use binary collations
+        // (MySQL's default collation would fold case). The indexes live in the one CREATE TABLE because MySQL
+        // has no CREATE INDEX IF NOT EXISTS.
+        Dialect::MySql => vec![
+            "CREATE TABLE IF NOT EXISTS mooring_sessions (
+                `key` VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+                user_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+                version BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                deadline BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                data LONGBLOB NOT NULL,
+                INDEX mooring_sessions_user_id (user_id),
+                INDEX mooring_sessions_expires_at (expires_at)
+            ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4",
+        ],
+    }
+}
+
+const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS mooring_schema_migrations (
+    version BIGINT NOT NULL PRIMARY KEY,
+    applied_at BIGINT NOT NULL
+)";
+
+/// Brings the schema up to date; see the module documentation. Returns the versions it applied.
+pub(crate) async fn run(pool: &AnyPool, dialect: Dialect) -> Result<Vec<i64>> {
+    match dialect {
+        Dialect::Postgres => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+            let applied = apply_pending(&mut tx, dialect).await?;
+            tx.commit().await?;
+            Ok(applied)
+        }
+        Dialect::Sqlite => {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let applied = apply_pending(&mut tx, dialect).await?;
+            tx.commit().await?;
+            Ok(applied)
+        }
+        Dialect::MySql => {
+            let mut conn = pool.acquire().await?;
+            let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+                .bind(MYSQL_LOCK_NAME)
+                .bind(i64::from(MYSQL_LOCK_WAIT_SECS))
+                .fetch_one(&mut *conn)
+                .await?;
+            if got != Some(1) {
+                return Err(SqlStoreError::MigrationLockTimeout(MYSQL_LOCK_WAIT_SECS));
+            }
+            let result = apply_pending(&mut conn, dialect).await;
+            let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+                .bind(MYSQL_LOCK_NAME)
+                .execute(&mut *conn)
+                .await;
+            if released.is_err() {
+                // A connection we cannot talk to any more must not go back to the pool still holding the
+                // lock; closing it makes the server release the lock.
+                conn.close_on_drop();
+            }
+            let applied = result?;
+            released?;
+            Ok(applied)
+        }
+    }
+}
+
+/// Either a transaction (PostgreSQL, SQLite) or a plain connection (MySQL, whose DDL commits implicitly).
+trait MigrationConn: Send {
+    fn conn(&mut self) -> &mut AnyConnection;
+}
+
+impl MigrationConn for Transaction<'static, Any> {
+    fn conn(&mut self) -> &mut AnyConnection {
+        self
+    }
+}
+
+impl MigrationConn for sqlx::pool::PoolConnection<Any> {
+    fn conn(&mut self) -> &mut AnyConnection {
+        self
+    }
+}
+
+/// Applies, in order, every migration not yet recorded. The caller holds the dialect's migration lock.
+async fn apply_pending(conn: &mut impl MigrationConn, dialect: Dialect) -> Result<Vec<i64>> {
+    let conn = conn.conn();
+    conn.execute(CREATE_MIGRATIONS_TABLE).await?;
+    let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM mooring_schema_migrations")
+        .fetch_all(&mut *conn)
+        .await?;
+    let insert = dialect.sql("INSERT INTO mooring_schema_migrations (version, applied_at) VALUES (?, ?)");
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+        let failed = |source| SqlStoreError::Migration {
+            version: migration.version,
+            description: migration.description,
+            source,
+        };
+        for statement in (migration.statements)(dialect) {
+            conn.execute(statement).await.map_err(failed)?;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(insert.as_ref()))
+            .bind(migration.version)
+            .bind(crate::store::to_db(mooring::now_ms()))
+            .execute(&mut *conn)
+            .await
+            .map_err(failed)?;
+        tracing::info!(
+            version = migration.version,
+            description = migration.description,
+            "applied session schema migration"
+        );
+        applied.push(migration.version);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_ascending_order() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+        assert!(MIGRATIONS.iter().all(|m| m.version > 0));
+    }
+
+    #[test]
+    fn every_dialect_has_statements_for_every_migration() {
+        for m in MIGRATIONS {
+            for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+                assert!(
+                    !(m.statements)(dialect).is_empty(),
+                    "{} for {dialect:?}",
+                    m.version
+                );
+            }
+        }
+    }
+}
