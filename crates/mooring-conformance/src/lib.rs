@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use mooring::{SessionStore, StoreKey};
 
 pub mod cases;
+pub mod provision;
 
 /// One store under test, isolated from every other test.
 #[async_trait]
