@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# THE test command (see README): services, formatting, lints, every test against real PostgreSQL and MariaDB.
+#
+#   scripts/test.sh
+#
+# It runs scripts/services.sh first, which installs and starts PostgreSQL and MariaDB if needed (as root) and
+# creates the `mooring` role/user the tests create their databases with. Override the servers with
+# MOORING_TEST_POSTGRES_URL and MOORING_TEST_MYSQL_URL (admin URLs of a user that may create databases).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+export MOORING_TEST_POSTGRES_URL="${MOORING_TEST_POSTGRES_URL:-postgres://mooring:mooring@127.0.0.1:5432/postgres}"
+export MOORING_TEST_MYSQL_URL="${MOORING_TEST_MYSQL_URL:-mysql://mooring:mooring@127.0.0.1:3306/mysql}"
+
+section "services (scripts/services.sh)"
+bash scripts/services.sh
+
+section "format (cargo fmt --check)"
+cargo fmt --all -- --check
+
+section "lints (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+section "tests (cargo test)"
+cargo test --workspace --locked
+
+section "all checks passed"
