@@ -1,1 +1,25 @@
-//! placeholder
+//! # inventory
+//!
+//! The reference web app of mooring: users register, sign in and keep an inventory; sessions live in a shared
+//! store so any replica can serve any request and a restart logs nobody out.
+//!
+//! # Layout
+//!
+//! - [`config`]: every environment variable, parsed into [`Config`](config::Config).
+//! - [`app`]: [`Application`](app::Application) (build, bind, serve, shut down) and the full router.
+//! - `routes`: one module per resource (account, items, sessions, the `/session` probe, health).
+//! - [`auth`]: argon2id passwords, sign-in with id rotation, CSRF checks, client details.
+//! - [`db`]: users and items in SQL.
+//! - [`pages`]: askama templates and their layout.
+//! - [`error`]: the app's error type and the responses it becomes.
+//! - [`telemetry`]: logging and the per-request log line.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod pages;
+mod routes;
+pub mod state;
+pub mod telemetry;

@@ -28,5 +28,6 @@ mod store;
 
 pub use dialect::Dialect;
 pub use error::{Result, SqlStoreError};
+pub use migrate::{Migration, run_migrations};
 pub use pool::{ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT, connect};
 pub use store::SqlStore;

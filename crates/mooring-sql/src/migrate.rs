@@ -25,14 +25,14 @@ const MYSQL_LOCK_NAME: &str = "mooring_schema_migrations";
 /// How long a MySQL replica waits for another one's migration, in seconds.
 const MYSQL_LOCK_WAIT_SECS: u32 = 60;
 
-/// One schema change.
-struct Migration {
+/// One schema change. Applications can run their own list with [`run_migrations`], under the same lock.
+pub struct Migration {
     /// Its number: applied in ascending order, recorded once applied.
-    version: i64,
+    pub version: i64,
     /// What it does, for errors and logs.
-    description: &'static str,
+    pub description: &'static str,
     /// Its statements for a dialect, run in order.
-    statements: fn(Dialect) -> Vec<&'static str>,
+    pub statements: fn(Dialect) -> Vec<&'static str>,
 }
 
 /// Every migration, in order. Append only: never edit or renumber one that has shipped.
@@ -89,13 +89,30 @@ fn create_sessions(dialect: Dialect) -> Vec<&'static str> {
     }
 }
 
-const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS mooring_schema_migrations (
-    version BIGINT NOT NULL PRIMARY KEY,
-    applied_at BIGINT NOT NULL
-)";
+/// The session store's version table.
+const SESSION_TABLE: &str = "mooring_schema_migrations";
 
-/// Brings the schema up to date; see the module documentation. Returns the versions it applied.
+/// Brings the session schema up to date; see the module documentation. Returns the versions it applied.
 pub(crate) async fn run(pool: &AnyPool, dialect: Dialect) -> Result<Vec<i64>> {
+    run_migrations(pool, dialect, SESSION_TABLE, MIGRATIONS).await
+}
+
+/// Applies the `migrations` not yet recorded in the version table `table` (created if missing), one process
+/// at a time, as described in the module documentation. Returns the versions it applied.
+///
+/// # Panics
+/// Panics if `table` is not a plain identifier (ASCII letters, digits, `_`): it is spliced into SQL.
+pub async fn run_migrations(
+    pool: &AnyPool,
+    dialect: Dialect,
+    table: &'static str,
+    migrations: &'static [Migration],
+) -> Result<Vec<i64>> {
+    assert!(
+        !table.is_empty() && table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "migration table name must be a plain identifier"
+    );
+    let list = MigrationList { table, migrations };
     match dialect {
         Dialect::Postgres => {
             let mut tx = pool.begin().await?;
@@ -103,13 +120,13 @@ pub(crate) async fn run(pool: &AnyPool, dialect: Dialect) -> Result<Vec<i64>> {
                 .bind(PG_LOCK_KEY)
                 .execute(&mut *tx)
                 .await?;
-            let applied = apply_pending(&mut tx, dialect).await?;
+            let applied = apply_pending(&mut tx, dialect, &list).await?;
             tx.commit().await?;
             Ok(applied)
         }
         Dialect::Sqlite => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let applied = apply_pending(&mut tx, dialect).await?;
+            let applied = apply_pending(&mut tx, dialect, &list).await?;
             tx.commit().await?;
             Ok(applied)
         }
@@ -123,7 +140,7 @@ pub(crate) async fn run(pool: &AnyPool, dialect: Dialect) -> Result<Vec<i64>> {
             if got != Some(1) {
                 return Err(SqlStoreError::MigrationLockTimeout(MYSQL_LOCK_WAIT_SECS));
             }
-            let result = apply_pending(&mut conn, dialect).await;
+            let result = apply_pending(&mut conn, dialect, &list).await;
             let released = sqlx::query("SELECT RELEASE_LOCK(?)")
                 .bind(MYSQL_LOCK_NAME)
                 .execute(&mut *conn)
@@ -157,16 +174,26 @@ impl MigrationConn for sqlx::pool::PoolConnection<Any> {
     }
 }
 
+/// A version table and the migrations it records.
+struct MigrationList {
+    table: &'static str,
+    migrations: &'static [Migration],
+}
+
 /// Applies, in order, every migration not yet recorded. The caller holds the dialect's migration lock.
-async fn apply_pending(conn: &mut impl MigrationConn, dialect: Dialect) -> Result<Vec<i64>> {
+async fn apply_pending(conn: &mut impl MigrationConn, dialect: Dialect, list: &MigrationList) -> Result<Vec<i64>> {
     let conn = conn.conn();
-    conn.execute(CREATE_MIGRATIONS_TABLE).await?;
-    let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM mooring_schema_migrations")
+    let table = list.table;
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)"
+    );
+    conn.execute(sqlx::AssertSqlSafe(create)).await?;
+    let done: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {table}")))
         .fetch_all(&mut *conn)
         .await?;
-    let insert = dialect.sql("INSERT INTO mooring_schema_migrations (version, applied_at) VALUES (?, ?)");
+    let insert = dialect.sql(&format!("INSERT INTO {table} (version, applied_at) VALUES (?, ?)")).into_owned();
     let mut applied = Vec::new();
-    for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+    for migration in list.migrations.iter().filter(|m| !done.contains(&m.version)) {
         let failed = |source| SqlStoreError::Migration {
             version: migration.version,
             description: migration.description,
@@ -184,7 +211,8 @@ async fn apply_pending(conn: &mut impl MigrationConn, dialect: Dialect) -> Resul
         tracing::info!(
             version = migration.version,
             description = migration.description,
-            "applied session schema migration"
+            table,
+            "applied schema migration"
         );
         applied.push(migration.version);
     }

@@ -1,0 +1,160 @@
+//! Building and running the application: `Application::build(config)` then `run_until_stopped()`.
+//!
+//! Shutdown (SIGTERM or SIGINT): readiness turns 503 at once; the instance keeps serving for
+//! `SHUTDOWN_DELAY_SECONDS` so load balancers stop sending new requests; then it stops accepting connections,
+//! lets in-flight requests finish for at most `SHUTDOWN_GRACE_SECONDS`, and exits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use mooring::{MemoryStore, SessionManager, SessionStore};
+use mooring_sql::SqlStore;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError, SessionDriver};
+use crate::db::{Db, DbError};
+use crate::state::AppState;
+
+/// Why the app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+    /// The session store could not be opened or migrated.
+    #[error("session store: {0}")]
+    SessionStore(#[from] mooring_sql::SqlStoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// How often expired session rows are deleted.
+const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The router with all middleware: request logging outermost, then sessions.
+pub fn router(state: AppState) -> Router {
+    crate::routes::router()
+        .layer(state.sessions.layer())
+        .layer(axum::middleware::from_fn(crate::telemetry::log_requests))
+        .with_state(state)
+}
+
+/// A built application, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    shutdown_delay: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Opens the database and session store (migrating both), and binds the listener.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let keys = config.keys()?;
+        let db = Db::connect(secrecy::ExposeSecret::expose_secret(&config.database_url)).await?;
+        let (store, driver): (Arc<dyn SessionStore>, &'static str) = match &config.session_driver {
+            SessionDriver::Database(url) => {
+                let store = SqlStore::connect(url).await?;
+                store.migrate().await?;
+                // The task ends with the runtime; deleting expired rows never blocks requests.
+                drop(store.spawn_cleanup(CLEANUP_INTERVAL));
+                (Arc::new(store), "database")
+            }
+            SessionDriver::Memory => (Arc::new(MemoryStore::new()), "memory"),
+        };
+        let sessions = SessionManager::new(store, keys, config.session_config());
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let state = AppState {
+            db,
+            sessions,
+            instance: config.instance_name.clone().into(),
+            driver,
+            accepting: Arc::new(AtomicBool::new(true)),
+            trust_proxy_headers: config.trust_proxy_headers,
+        };
+        Ok(Self { listener, state, shutdown_delay: config.shutdown_delay, shutdown_grace: config.shutdown_grace })
+    }
+
+    /// The bound port (useful with `PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The shared state, for tests.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then shuts down gracefully (see the module documentation).
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Self { listener, state, shutdown_delay, shutdown_grace } = self;
+        let accepting = Arc::clone(&state.accepting);
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = drain_rx.await;
+                })
+                .await
+        });
+        stop.await;
+        accepting.store(false, Ordering::SeqCst);
+        tracing::info!(delay = ?shutdown_delay, grace = ?shutdown_grace, "shutdown requested: readiness is now 503");
+        tokio::time::sleep(shutdown_delay).await;
+        let _ = drain_tx.send(());
+        let mut server = server;
+        match tokio::time::timeout(shutdown_grace, &mut server).await {
+            Ok(Ok(result)) => {
+                tracing::info!("all requests finished; exiting");
+                result
+            }
+            Ok(Err(join)) => Err(std::io::Error::other(join)),
+            Err(_) => {
+                tracing::warn!(grace = ?shutdown_grace, "grace period over with requests still in flight; exiting");
+                server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,434 @@
+//! Configuration, from environment variables only.
+//!
+//! Names follow the seed deployment (Laravel's) where one exists: `APP_KEY`, `SESSION_DRIVER`,
+//! `SESSION_LIFETIME`, `SESSION_COOKIE`, ... Every secret may instead be read from a file named by
+//! `<NAME>_FILE` (a Kubernetes secret mount). A bad value stops start-up with an error that names the
+//! variable and the fix; secrets never appear in errors or logs.
+//!
+//! [`VARIABLES`] is the reference table; a test checks that the README documents every entry.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mooring::SameSite;
+use secrecy::{ExposeSecret, SecretString};
+
+/// One documented variable: name, default, meaning.
+pub struct Variable {
+    /// The variable's name.
+    pub name: &'static str,
+    /// Its default, as documented.
+    pub default: &'static str,
+    /// What it does.
+    pub help: &'static str,
+}
+
+/// Every variable the app reads.
+pub const VARIABLES: &[Variable] = &[
+    Variable { name: "APP_KEY", default: "generated into DATA_DIR/app_key", help: "Secret that signs session cookies (and encrypts values with SESSION_ENCRYPT). 32+ bytes, or `base64:` + 32 bytes in base64. Every replica must share it. `APP_KEY_FILE` reads it from a file." },
+    Variable { name: "APP_PREVIOUS_KEYS", default: "(none)", help: "Comma-separated former APP_KEYs, still accepted so a key rotation logs nobody out. `APP_PREVIOUS_KEYS_FILE` too." },
+    Variable { name: "INSTANCE_NAME", default: "the hostname", help: "Name of this instance, shown as `served_by` in `/session` and in page footers." },
+    Variable { name: "HOST", default: "127.0.0.1", help: "Address to listen on (`0.0.0.0` in a container)." },
+    Variable { name: "PORT", default: "8080", help: "Port to listen on (0 picks a free one)." },
+    Variable { name: "DATA_DIR", default: "./data", help: "Directory for the default SQLite database and the generated APP_KEY." },
+    Variable { name: "DATABASE_URL", default: "sqlite://DATA_DIR/inventory.db", help: "Database for users and items: `sqlite://PATH`, `postgres://...` or `mysql://...`. `DATABASE_URL_FILE` too." },
+    Variable { name: "SESSION_DRIVER", default: "database", help: "Where sessions live: `database` (SQL, see SESSION_DATABASE_URL) or `memory` (one process only, lost on restart)." },
+    Variable { name: "SESSION_DATABASE_URL", default: "DATABASE_URL", help: "Database for sessions with SESSION_DRIVER=database. `SESSION_DATABASE_URL_FILE` too." },
+    Variable { name: "SESSION_LIFETIME", default: "120", help: "Idle timeout in minutes: a session unused this long ends." },
+    Variable { name: "SESSION_ABSOLUTE_LIFETIME", default: "720", help: "Absolute lifetime in minutes: a session ends this long after sign-in however active it is." },
+    Variable { name: "SESSION_COOKIE", default: "inventory_session", help: "Name of the session cookie." },
+    Variable { name: "SESSION_SECURE_COOKIE", default: "false", help: "Send the cookie only over HTTPS. Set `true` in production behind TLS." },
+    Variable { name: "SESSION_SAME_SITE", default: "lax", help: "Cookie SameSite: `lax`, `strict` or `none` (`none` requires SESSION_SECURE_COOKIE=true)." },
+    Variable { name: "SESSION_PATH", default: "/", help: "Cookie Path." },
+    Variable { name: "SESSION_DOMAIN", default: "(host only)", help: "Cookie Domain." },
+    Variable { name: "SESSION_ENCRYPT", default: "false", help: "Encrypt session values at rest (XChaCha20-Poly1305, key derived from APP_KEY)." },
+    Variable { name: "SESSION_STORE_TIMEOUT_MS", default: "2000", help: "Longest a session store call may take before the request gets 503 with Retry-After." },
+    Variable { name: "SHUTDOWN_DELAY_SECONDS", default: "0", help: "After SIGTERM, keep serving this long with /readyz at 503 so load balancers stop routing here first." },
+    Variable { name: "SHUTDOWN_GRACE_SECONDS", default: "25", help: "Then wait at most this long for in-flight requests before exiting." },
+    Variable { name: "TRUST_PROXY_HEADERS", default: "false", help: "Take the client IP shown on the sessions page from X-Forwarded-For (set it behind a load balancer)." },
+    Variable { name: "LOG_FORMAT", default: "auto", help: "`json`, `text`, or `auto` (text on a terminal, JSON otherwise)." },
+    Variable { name: "RUST_LOG", default: "info", help: "Log filter, e.g. `info,mooring=debug`." },
+    Variable { name: "REDIS_HOST, REDIS_PORT, REDIS_PASSWORD", default: "(reserved)", help: "Reserved for the Redis session driver; not read by this version." },
+];
+
+/// A configuration error: names the variable and says how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    /// The variable at fault.
+    pub var: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn bad(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { var, message: message.into() }
+}
+
+/// Where sessions are stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionDriver {
+    /// SQL, on this URL.
+    Database(String),
+    /// Process memory.
+    Memory,
+}
+
+/// Output format of logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON lines.
+    Json,
+    /// Human-readable text.
+    Text,
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+}
+
+/// Where the application secret came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// APP_KEY or APP_KEY_FILE.
+    Configured,
+    /// Not configured: read from, or generated into, this file.
+    Generated(PathBuf),
+}
+
+/// The whole configuration of one app instance.
+#[derive(Debug)]
+pub struct Config {
+    /// The application secret.
+    pub app_key: SecretString,
+    /// Where `app_key` came from.
+    pub key_source: KeySource,
+    /// Former secrets still accepted.
+    pub previous_keys: Vec<SecretString>,
+    /// Shown as `served_by`.
+    pub instance_name: String,
+    /// Listen address.
+    pub host: IpAddr,
+    /// Listen port.
+    pub port: u16,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Users and items database.
+    pub database_url: SecretString,
+    /// Session storage.
+    pub session_driver: SessionDriver,
+    /// Idle timeout.
+    pub session_idle: Duration,
+    /// Absolute lifetime.
+    pub session_absolute: Duration,
+    /// Cookie name.
+    pub cookie_name: String,
+    /// Cookie `Secure`.
+    pub cookie_secure: bool,
+    /// Cookie `SameSite`.
+    pub cookie_same_site: SameSite,
+    /// Cookie `Path`.
+    pub cookie_path: String,
+    /// Cookie `Domain`.
+    pub cookie_domain: Option<String>,
+    /// Encrypt values at rest.
+    pub session_encrypt: bool,
+    /// Session store call timeout.
+    pub store_timeout: Duration,
+    /// Serve on after SIGTERM with readiness off.
+    pub shutdown_delay: Duration,
+    /// Wait for in-flight requests at most this long.
+    pub shutdown_grace: Duration,
+    /// Use X-Forwarded-For.
+    pub trust_proxy_headers: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Reads variables through `lookup`, so tests need not touch the process environment.
+struct Env<F: Fn(&str) -> Option<String>>(F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    /// A secret from `NAME` or the file named by `NAME_FILE` (not both).
+    fn secret(&self, var: &'static str, file_var: &'static str) -> Result<Option<SecretString>, ConfigError> {
+        match (self.get(var), self.get(file_var)) {
+            (Some(_), Some(_)) => Err(bad(var, format!("both {var} and {file_var} are set; keep one"))),
+            (Some(value), None) => Ok(Some(SecretString::from(value))),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| bad(file_var, format!("cannot read '{path}': {e}; point it at a readable file")))?;
+                Ok(Some(SecretString::from(text.trim().to_owned())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&self, var: &'static str, default: T, expect: &str) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| bad(var, format!("'{text}' is not {expect}"))),
+        }
+    }
+
+    fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
+            Some(v) => Err(bad(var, format!("'{v}' is not a boolean; use true or false"))),
+        }
+    }
+
+    fn minutes(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        let minutes: u64 = self.parse(var, default, "a whole number of minutes")?;
+        if minutes == 0 {
+            return Err(bad(var, "must be at least 1 minute"));
+        }
+        Ok(Duration::from_secs(minutes * 60))
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (name → value).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(lookup);
+        let data_dir = PathBuf::from(env.get("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let default_db = format!("sqlite://{}", data_dir.join("inventory.db").display());
+
+        let (app_key, key_source) = match env.secret("APP_KEY", "APP_KEY_FILE")? {
+            Some(key) => (key, KeySource::Configured),
+            None => {
+                let path = data_dir.join("app_key");
+                (load_or_generate_key(&path)?, KeySource::Generated(path))
+            }
+        };
+        let previous_keys = env
+            .secret("APP_PREVIOUS_KEYS", "APP_PREVIOUS_KEYS_FILE")?
+            .map(|all| {
+                all.expose_secret()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| SecretString::from(k.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let database_url = env.secret("DATABASE_URL", "DATABASE_URL_FILE")?.unwrap_or_else(|| default_db.into());
+        check_db_url("DATABASE_URL", database_url.expose_secret())?;
+        let session_driver = match env.get("SESSION_DRIVER").map(|d| d.to_ascii_lowercase()).as_deref() {
+            None | Some("database") => {
+                let url = env
+                    .secret("SESSION_DATABASE_URL", "SESSION_DATABASE_URL_FILE")?
+                    .unwrap_or_else(|| database_url.clone());
+                check_db_url("SESSION_DATABASE_URL", url.expose_secret())?;
+                SessionDriver::Database(url.expose_secret().to_owned())
+            }
+            Some("memory") | Some("array") => SessionDriver::Memory,
+            Some(other) => {
+                return Err(bad(
+                    "SESSION_DRIVER",
+                    format!("'{other}' is not supported by this version; use database (SQL) or memory"),
+                ));
+            }
+        };
+
+        let cookie_secure = env.flag("SESSION_SECURE_COOKIE", false)?;
+        let cookie_same_site: SameSite = match env.get("SESSION_SAME_SITE") {
+            None => SameSite::Lax,
+            Some(text) => text.parse().map_err(|e: String| bad("SESSION_SAME_SITE", e))?,
+        };
+        if cookie_same_site == SameSite::None && !cookie_secure {
+            return Err(bad(
+                "SESSION_SAME_SITE",
+                "'none' requires SESSION_SECURE_COOKIE=true (browsers drop SameSite=None cookies without Secure)",
+            ));
+        }
+        let cookie_name = env.get("SESSION_COOKIE").unwrap_or_else(|| "inventory_session".into());
+        if !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(bad("SESSION_COOKIE", format!("'{cookie_name}' must use only letters, digits, '-', '_' and '.'")));
+        }
+        let session_idle = env.minutes("SESSION_LIFETIME", 120)?;
+        let session_absolute = env.minutes("SESSION_ABSOLUTE_LIFETIME", 720)?;
+        if session_absolute < session_idle {
+            return Err(bad("SESSION_ABSOLUTE_LIFETIME", "must not be shorter than SESSION_LIFETIME"));
+        }
+        let timeout_ms: u64 = env.parse("SESSION_STORE_TIMEOUT_MS", 2000, "a number of milliseconds")?;
+        if !(10..=60_000).contains(&timeout_ms) {
+            return Err(bad("SESSION_STORE_TIMEOUT_MS", "must be between 10 and 60000"));
+        }
+        let log_format = match env.get("LOG_FORMAT").map(|f| f.to_ascii_lowercase()).as_deref() {
+            None | Some("auto") => LogFormat::Auto,
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => return Err(bad("LOG_FORMAT", format!("'{other}' is not json, text or auto"))),
+        };
+
+        Ok(Self {
+            app_key,
+            key_source,
+            previous_keys,
+            instance_name: env.get("INSTANCE_NAME").unwrap_or_else(default_instance_name),
+            host: env.parse("HOST", IpAddr::from([127, 0, 0, 1]), "an IP address such as 0.0.0.0 or 127.0.0.1")?,
+            port: env.parse("PORT", 8080, "a port number (0-65535)")?,
+            data_dir,
+            database_url,
+            session_driver,
+            session_idle,
+            session_absolute,
+            cookie_name,
+            cookie_secure,
+            cookie_same_site,
+            cookie_path: env.get("SESSION_PATH").unwrap_or_else(|| "/".into()),
+            cookie_domain: env.get("SESSION_DOMAIN"),
+            session_encrypt: env.flag("SESSION_ENCRYPT", false)?,
+            store_timeout: Duration::from_millis(timeout_ms),
+            shutdown_delay: Duration::from_secs(env.parse("SHUTDOWN_DELAY_SECONDS", 0, "a number of seconds")?),
+            shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS", 25, "a number of seconds")?),
+            trust_proxy_headers: env.flag("TRUST_PROXY_HEADERS", false)?,
+            log_format,
+        })
+    }
+
+    /// The session engine's settings.
+    pub fn session_config(&self) -> mooring::SessionConfig {
+        mooring::SessionConfig::default()
+            .with_cookie_name(self.cookie_name.clone())
+            .with_secure(self.cookie_secure)
+            .with_same_site(self.cookie_same_site)
+            .with_path(self.cookie_path.clone())
+            .with_domain(self.cookie_domain.clone())
+            .with_idle_timeout(self.session_idle)
+            .with_absolute_lifetime(self.session_absolute)
+            .with_encryption(self.session_encrypt)
+            .with_store_timeout(self.store_timeout)
+    }
+
+    /// The key ring, from APP_KEY and APP_PREVIOUS_KEYS.
+    pub fn keys(&self) -> Result<mooring::Keys, ConfigError> {
+        let current = mooring::keys::parse_secret(self.app_key.expose_secret())
+            .map_err(|e| bad(if self.key_source == KeySource::Configured { "APP_KEY" } else { "DATA_DIR" }, e.to_string()))?;
+        let previous = self
+            .previous_keys
+            .iter()
+            .map(|k| mooring::keys::parse_secret(k.expose_secret()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("APP_PREVIOUS_KEYS", e.to_string()))?;
+        mooring::Keys::new(&current, &previous).map_err(|e| bad("APP_KEY", e.to_string()))
+    }
+}
+
+fn default_instance_name() -> String {
+    hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "inventory".into())
+}
+
+fn check_db_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
+    mooring_sql::Dialect::from_url(url).map(|_| ()).map_err(|_| {
+        bad(var, "unsupported database URL; use sqlite://PATH, postgres://USER@HOST/DB or mysql://USER@HOST/DB")
+    })
+}
+
+/// Reads the development key from `path`, or generates and stores one (mode 0600) when there is none.
+fn load_or_generate_key(path: &Path) -> Result<SecretString, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => return Ok(SecretString::from(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bad("APP_KEY", format!("not set, and {} cannot be read: {e}", path.display()))),
+    }
+    let key = mooring::keys::generate_secret();
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(path)?, key.as_bytes())
+    };
+    match write() {
+        Ok(()) => Ok(SecretString::from(key)),
+        // Another process generated it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_generate_key(path),
+        Err(e) => Err(bad("APP_KEY", format!("not set, and no key could be generated in {}: {e}; set APP_KEY", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        Config::from_lookup(move |name| map.get(name).cloned())
+    }
+
+    const KEY: (&str, &str) = ("APP_KEY", "base64:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf-8");
+        let c = config(&[("DATA_DIR", data)]).expect("defaults");
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.cookie_name, "inventory_session");
+        assert_eq!(c.session_idle, Duration::from_secs(7200));
+        assert!(matches!(c.session_driver, SessionDriver::Database(ref url) if url.starts_with("sqlite://")));
+        assert!(matches!(c.key_source, KeySource::Generated(_)));
+        c.keys().expect("generated key is valid");
+        let again = config(&[("DATA_DIR", data)]).expect("defaults");
+        assert_eq!(again.app_key.expose_secret(), c.app_key.expose_secret(), "the generated key persists");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (vars, var) in [
+            (vec![KEY, ("PORT", "eighty")], "PORT"),
+            (vec![KEY, ("SESSION_LIFETIME", "-5")], "SESSION_LIFETIME"),
+            (vec![KEY, ("SESSION_LIFETIME", "0")], "SESSION_LIFETIME"),
+            (vec![KEY, ("SESSION_SAME_SITE", "sometimes")], "SESSION_SAME_SITE"),
+            (vec![KEY, ("SESSION_SAME_SITE", "none")], "SESSION_SAME_SITE"),
+            (vec![KEY, ("SESSION_SECURE_COOKIE", "maybe")], "SESSION_SECURE_COOKIE"),
+            (vec![KEY, ("SESSION_DRIVER", "file")], "SESSION_DRIVER"),
+            (vec![KEY, ("DATABASE_URL", "oracle://x")], "DATABASE_URL"),
+            (vec![KEY, ("APP_KEY_FILE", "/nonexistent/key")], "APP_KEY"),
+            (vec![KEY, ("SESSION_COOKIE", "a b")], "SESSION_COOKIE"),
+            (vec![KEY, ("HOST", "localhost:80")], "HOST"),
+        ] {
+            let err = config(&vars).expect_err("must fail");
+            assert_eq!(err.var, var, "{err}");
+        }
+        let err = config(&[("APP_KEY", "too short")]).expect("parsed").keys().expect_err("short key");
+        assert_eq!(err.var, "APP_KEY");
+        assert!(!err.to_string().contains("too short"), "the secret is not echoed: {err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_not_printed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("key");
+        std::fs::write(&file, "a file secret that is long enough, 32+\n").expect("write");
+        let c = config(&[("APP_KEY_FILE", file.to_str().expect("utf-8"))]).expect("config");
+        assert_eq!(c.app_key.expose_secret(), "a file secret that is long enough, 32+");
+        assert!(!format!("{c:?}").contains("a file secret"), "Debug must redact secrets");
+    }
+
+    #[test]
+    fn every_variable_is_in_the_readme() {
+        let readme = include_str!("../../../README.md");
+        for var in VARIABLES {
+            for name in var.name.split(", ") {
+                assert!(readme.contains(&format!("`{name}`")), "README.md does not document {name}");
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Liveness and readiness probes.
+//!
+//! `/healthz` answers while the process runs: it never looks at a dependency, so a store outage cannot make
+//! Kubernetes restart every replica at once. `/readyz` checks the session store and the database (each under
+//! the store timeout) and turns 503 as soon as shutdown begins, so load balancers drain the instance.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::state::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if !state.is_accepting() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting down" }))).into_response();
+    }
+    let timeout = state.sessions.config().idle_timeout().min(std::time::Duration::from_secs(2));
+    let (store, db) = tokio::join!(state.sessions.ping(), tokio::time::timeout(timeout, state.db.ping()));
+    let store_ok = store.is_ok();
+    let db_ok = matches!(db, Ok(Ok(())));
+    if let Err(err) = &store {
+        tracing::warn!(error = %err, "readiness: session store unavailable");
+    }
+    match &db {
+        Ok(Err(err)) => tracing::warn!(error = %err, "readiness: database unavailable"),
+        Err(_) => tracing::warn!("readiness: database did not answer in time"),
+        Ok(Ok(())) => {}
+    }
+    let status = if store_ok && db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+        "checks": { "session_store": word(store_ok), "database": word(db_ok) },
+    });
+    (status, Json(body)).into_response()
+}
