@@ -80,17 +80,21 @@ impl Drop for TestDb {
         // runtime; we wait a bounded time so the process does not exit before it is done.
         let (backend, admin_url, name) = (self.backend, self.admin_url.clone(), self.name.clone());
         let (done_tx, done_rx) = mpsc::channel();
-        let spawned = std::thread::Builder::new().name("drop-test-db".into()).spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            let result = match runtime {
-                Ok(runtime) => runtime.block_on(drop_database(backend, &admin_url, &name)).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = result {
-                eprintln!("warning: could not drop test database {name}: {e}");
-            }
-            let _ = done_tx.send(());
-        });
+        let spawned = std::thread::Builder::new()
+            .name("drop-test-db".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let result = match runtime {
+                    Ok(runtime) => runtime
+                        .block_on(drop_database(backend, &admin_url, &name))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = result {
+                    eprintln!("warning: could not drop test database {name}: {e}");
+                }
+                let _ = done_tx.send(());
+            });
         if spawned.is_ok() {
             let _ = done_rx.recv_timeout(DROP_TIMEOUT);
         }
@@ -126,8 +130,14 @@ pub async fn postgres() -> TestDb {
     let admin_url = admin_url(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL);
     let name = random_name();
     let mut admin = connect_pg(&admin_url).await;
-    if let Err(e) = admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await {
-        panic!("cannot create PostgreSQL test database {name} as {}: {e}", redact(&admin_url));
+    if let Err(e) = admin
+        .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+    {
+        panic!(
+            "cannot create PostgreSQL test database {name} as {}: {e}",
+            redact(&admin_url)
+        );
     }
     let _ = admin.close().await;
     TestDb {
@@ -150,10 +160,20 @@ pub async fn mysql() -> TestDb {
     let mut admin = connect_mysql(&admin_url).await;
     let create = format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin");
     if let Err(e) = admin.execute(AssertSqlSafe(create)).await {
-        panic!("cannot create MySQL test database {name} as {}: {e}", redact(&admin_url));
+        panic!(
+            "cannot create MySQL test database {name} as {}: {e}",
+            redact(&admin_url)
+        );
     }
     let _ = admin.close().await;
-    TestDb { url: with_database(&admin_url, &name), backend: Backend::MySql, name, admin_url, _dir: None, dropped: false }
+    TestDb {
+        url: with_database(&admin_url, &name),
+        backend: Backend::MySql,
+        name,
+        admin_url,
+        _dir: None,
+        dropped: false,
+    }
 }
 
 /// Makes one PostgreSQL test database unavailable: new connections are refused and every open session to it
@@ -162,7 +182,11 @@ pub async fn mysql() -> TestDb {
 /// # Panics
 /// If `db` is not a PostgreSQL database, or the admin connection fails.
 pub async fn stop_postgres_db(db: &TestDb) {
-    assert_eq!(db.backend, Backend::Postgres, "stop_postgres_db needs a database from provision::postgres()");
+    assert_eq!(
+        db.backend,
+        Backend::Postgres,
+        "stop_postgres_db needs a database from provision::postgres()"
+    );
     let mut admin = connect_pg(&db.admin_url).await;
     let steps = [
         format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name),
@@ -184,7 +208,11 @@ pub async fn stop_postgres_db(db: &TestDb) {
 /// # Panics
 /// If `db` is not a PostgreSQL database, or the admin connection fails.
 pub async fn resume_postgres_db(db: &TestDb) {
-    assert_eq!(db.backend, Backend::Postgres, "resume_postgres_db needs a database from provision::postgres()");
+    assert_eq!(
+        db.backend,
+        Backend::Postgres,
+        "resume_postgres_db needs a database from provision::postgres()"
+    );
     let mut admin = connect_pg(&db.admin_url).await;
     let step = format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name);
     if let Err(e) = admin.execute(AssertSqlSafe(step)).await {
@@ -195,7 +223,10 @@ pub async fn resume_postgres_db(db: &TestDb) {
 
 /// The admin URL from the environment, or the default.
 fn admin_url(var: &str, default: &str) -> String {
-    std::env::var(var).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// `mooring_t_` and 16 random hex digits: unique per test, safe to splice into SQL unquoted.
@@ -237,12 +268,18 @@ async fn drop_database(backend: Backend, admin_url: &str, name: &str) -> Result<
         Backend::Postgres => {
             let mut admin = PgConnection::connect(admin_url).await?;
             // FORCE terminates the pools the test left open.
-            admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
+            admin
+                .execute(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await?;
             admin.close().await
         }
         Backend::MySql => {
             let mut admin = MySqlConnection::connect(admin_url).await?;
-            admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).await?;
+            admin
+                .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+                .await?;
             admin.close().await
         }
     }
@@ -255,7 +292,9 @@ fn with_database(admin_url: &str, name: &str) -> String {
         None => (admin_url, None),
     };
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
     let mut url = format!("{}/{name}", &base[..path_start]);
     if let Some(query) = query {
         url.push('?');
@@ -266,10 +305,14 @@ fn with_database(admin_url: &str, name: &str) -> String {
 
 /// The URL with its password replaced by `***`, for messages.
 fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
     let rest = &url[scheme_end..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
     match rest[..at].split_once(':') {
         Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end], &rest[at..]),
         None => url.to_owned(),
@@ -282,14 +325,23 @@ mod tests {
 
     #[test]
     fn database_is_swapped_into_the_admin_url() {
-        assert_eq!(with_database("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
-        assert_eq!(with_database("mysql://u@h/mysql?ssl-mode=DISABLED", "x"), "mysql://u@h/x?ssl-mode=DISABLED");
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/postgres", "x"),
+            "postgres://u:p@h:5432/x"
+        );
+        assert_eq!(
+            with_database("mysql://u@h/mysql?ssl-mode=DISABLED", "x"),
+            "mysql://u@h/x?ssl-mode=DISABLED"
+        );
         assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
     }
@@ -298,7 +350,11 @@ mod tests {
     fn names_are_fresh_and_sql_safe() {
         let (a, b) = (random_name(), random_name());
         assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{a}"
+        );
         assert!(a.len() < 64);
     }
 }

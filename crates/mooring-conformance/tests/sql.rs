@@ -34,8 +34,14 @@ impl Harness for SqlHarness {
 
     async fn corrupt(&self, key: &StoreKey) {
         // Format byte 0xEE is no known record format, and the rest is noise.
-        let found = self.store.overwrite_raw(key, vec![0xEE, 0x01, 0x02, 0xFF, 0x00]).await;
-        assert!(matches!(found, Ok(true)), "corrupt: the record must exist, got {found:?}");
+        let found = self
+            .store
+            .overwrite_raw(key, vec![0xEE, 0x01, 0x02, 0xFF, 0x00])
+            .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "corrupt: the record must exist, got {found:?}"
+        );
     }
 }
 

@@ -181,7 +181,11 @@ struct MigrationList {
 }
 
 /// Applies, in order, every migration not yet recorded. The caller holds the dialect's migration lock.
-async fn apply_pending(conn: &mut impl MigrationConn, dialect: Dialect, list: &MigrationList) -> Result<Vec<i64>> {
+async fn apply_pending(
+    conn: &mut impl MigrationConn,
+    dialect: Dialect,
+    list: &MigrationList,
+) -> Result<Vec<i64>> {
     let conn = conn.conn();
     let table = list.table;
     let create = format!(
@@ -191,7 +195,11 @@ async fn apply_pending(conn: &mut impl MigrationConn, dialect: Dialect, list: &M
     let done: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT version FROM {table}")))
         .fetch_all(&mut *conn)
         .await?;
-    let insert = dialect.sql(&format!("INSERT INTO {table} (version, applied_at) VALUES (?, ?)")).into_owned();
+    let insert = dialect
+        .sql(&format!(
+            "INSERT INTO {table} (version, applied_at) VALUES (?, ?)"
+        ))
+        .into_owned();
     let mut applied = Vec::new();
     for migration in list.migrations.iter().filter(|m| !done.contains(&m.version)) {
         let failed = |source| SqlStoreError::Migration {
