@@ -44,13 +44,8 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
-/// The signed-in user's id, or a redirect to the sign-in page.
+/// The signed-in user's id, or a redirect to the sign-in page. The redirect writes nothing to the session, so
+/// a request with a stale or forged cookie gets no new cookie in return.
 async fn require_user(session: &Session) -> Result<Result<i64, Response>, AppError> {
-    Ok(match auth::user_id(session).await? {
-        Some(id) => Ok(id),
-        None => {
-            session.flash("Please sign in first.").await?;
-            Err(Redirect::to("/login").into_response())
-        }
-    })
+    Ok(auth::user_id(session).await?.ok_or_else(|| Redirect::to("/login").into_response()))
 }

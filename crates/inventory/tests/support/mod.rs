@@ -1,0 +1,211 @@
+//! Test harness: the app in-process on a free port with its own database, and a minimal browser-like client
+//! whose cookie handling is explicit, so tests can replay old or forged cookies.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use inventory::app::Application;
+use inventory::config::Config;
+use inventory::state::AppState;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use tokio::sync::oneshot;
+
+/// The key every test app signs cookies with.
+pub const APP_KEY: &str = "base64:dGVzdCBrZXkgdGhhdCBpcyBleGFjdGx5IDMyIGJ5dGVz";
+
+/// One running app instance.
+pub struct TestApp {
+    /// Base URL, without a trailing slash.
+    pub url: String,
+    /// The app's shared state (session stats, database).
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _data: Arc<tempfile::TempDir>,
+}
+
+impl TestApp {
+    /// Starts an instance on a free port. `vars` override the defaults (a fresh DATA_DIR, so a fresh SQLite
+    /// database, and a fixed APP_KEY shared by every instance).
+    pub async fn spawn(vars: &[(&str, &str)]) -> Self {
+        let data = Arc::new(tempfile::tempdir().expect("tempdir"));
+        Self::spawn_in(data, vars).await
+    }
+
+    /// Starts an instance whose DATA_DIR is `data` (shared with another instance, or reused after a restart).
+    pub async fn spawn_in(data: Arc<tempfile::TempDir>, vars: &[(&str, &str)]) -> Self {
+        let mut env: HashMap<String, String> = [
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("APP_KEY", APP_KEY),
+            ("LOG_FORMAT", "text"),
+            ("SHUTDOWN_GRACE_SECONDS", "5"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        env.insert("DATA_DIR".into(), data.path().display().to_string());
+        for (k, v) in vars {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = Config::from_lookup(move |name| env.get(name).cloned()).expect("config");
+        let app = Application::build(config).await.expect("app starts");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        Self { url, state, stop: Some(tx), server, _data: data }
+    }
+
+    /// The DATA_DIR, to start another instance on the same files.
+    pub fn data(&self) -> Arc<tempfile::TempDir> {
+        Arc::clone(&self._data)
+    }
+
+    /// A new client (no cookies) for this instance.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url)
+    }
+
+    /// Shuts the instance down gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.server).await.expect("server task").expect("server shut down cleanly");
+    }
+}
+
+/// A response, read whole.
+pub struct Page {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body text.
+    pub body: String,
+}
+
+impl Page {
+    /// The Set-Cookie header for `name`, if the response set one.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+    }
+
+    /// Where a redirect points.
+    pub fn location(&self) -> Option<&str> {
+        self.headers.get("location").and_then(|v| v.to_str().ok())
+    }
+
+    /// The CSRF token embedded in the page's forms.
+    pub fn csrf(&self) -> String {
+        let marker = "name=\"_csrf\" value=\"";
+        let start = self.body.find(marker).expect("page has a CSRF field") + marker.len();
+        let end = self.body[start..].find('"').expect("closing quote") + start;
+        self.body[start..end].to_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// A client that keeps one session cookie, set explicitly from responses, and follows no redirects.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Base URL requests go to; change it to talk to another instance with the same cookie.
+    pub base: String,
+    /// The cookie name.
+    pub cookie_name: String,
+    /// The `name=value` pair sent, if any.
+    pub cookie: Option<String>,
+}
+
+impl Client {
+    /// A client for `base` with no cookie, expecting the default cookie name.
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self { http, base: base.to_owned(), cookie_name: "inventory_session".into(), cookie: None }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = match &self.cookie {
+            Some(c) => req.header("cookie", c),
+            None => req,
+        };
+        let res = req.send().await.expect("request");
+        let page = Page { status: res.status(), headers: res.headers().clone(), body: res.text().await.expect("body") };
+        if let Some(set) = page.set_cookie(&self.cookie_name) {
+            let pair = set.split(';').next().expect("pair").to_owned();
+            self.cookie = if set.contains("Max-Age=0") { None } else { Some(pair) };
+        }
+        page
+    }
+
+    /// GET a path.
+    pub async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    /// POST a form.
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.send(req).await
+    }
+
+    /// PUT a text body.
+    pub async fn put(&mut self, path: &str, body: &str) -> Page {
+        let req = self.http.put(format!("{}{path}", self.base)).body(body.to_owned());
+        self.send(req).await
+    }
+
+    /// GET with extra raw headers (replacing the cookie handling for this request).
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Page {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("request");
+        Page { status: res.status(), headers: res.headers().clone(), body: res.text().await.expect("body") }
+    }
+
+    /// Registers a new account through the real form flow and stays signed in.
+    pub async fn register(&mut self, email: &str, password: &str) -> Page {
+        let csrf = self.get("/register").await.csrf();
+        let page = self
+            .post("/register", &[("email", email), ("password", password), ("password_confirm", password), ("_csrf", &csrf)])
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "registration redirects: {}", page.body);
+        page
+    }
+
+    /// Signs in through the real form flow.
+    pub async fn login(&mut self, email: &str, password: &str) -> Page {
+        let csrf = self.get("/login").await.csrf();
+        self.post("/login", &[("email", email), ("password", password), ("_csrf", &csrf)]).await
+    }
+}
+
+/// A unique email for a test.
+pub fn email(tag: &str) -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("random");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{tag}-{hex}@example.test")
+}
