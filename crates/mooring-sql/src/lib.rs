@@ -13,8 +13,9 @@
 //!
 //! # Layout
 //!
-//! - [`store`](SqlStore): the table, the contract's operations, and the expired-row cleanup.
-//! - `migrate`: the schema migrator (a numbered list, a version table, one migrating process at a time).
+//! - `store` ([`SqlStore`]): the table, the contract's operations, and the expired-row cleanup.
+//! - `migrate` ([`run_migrations`], [`Migration`]): the schema migrator (a numbered list, a version table, one
+//!   migrating process at a time), public so applications migrate their own tables the same way.
 //! - [`connect`]: opening a pool with the settings each database needs (SQLite: WAL, busy timeout, ...).
 //! - [`Dialect`]: SQLite / PostgreSQL / MySQL differences, including `?` → `$n` placeholder rewriting, public
 //!   so applications can write their own portable queries on the same pool.

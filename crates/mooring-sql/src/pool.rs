@@ -13,6 +13,11 @@
 //!   transactions can be lost on power loss, which is the right trade for sessions.
 //! - foreign keys on (sqlx's default, made explicit).
 //!
+//! For every database, a pooled connection is pinged before it is handed out (sqlx's default): one extra
+//! round trip per call, paid so that connections killed by a database restart or failover are replaced
+//! transparently instead of failing the next requests. Waiting for a connection is bounded by
+//! [`ACQUIRE_TIMEOUT`].
+//!
 //! An in-memory SQLite URL (`sqlite::memory:`) gets exactly one connection that is never recycled: through
 //! `Any`, each new connection would otherwise open a new, empty database.
 

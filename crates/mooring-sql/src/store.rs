@@ -209,7 +209,7 @@ impl SqlStore {
         self.dialect
     }
 
-    /// Deletes every expired row, [`CLEANUP_BATCH`] rows per statement with a short pause between
+    /// Deletes every expired row, 500 rows per statement with a short pause between
     /// statements, and returns how many it deleted. Requests never wait for more than one batch.
     pub async fn delete_expired(&self) -> Result<u64> {
         let mut total = 0;
