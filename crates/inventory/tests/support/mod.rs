@@ -209,3 +209,53 @@ pub fn email(tag: &str) -> String {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{tag}-{hex}@example.test")
 }
+
+/// The real `inventory` binary, as a separate process. Killed when dropped.
+pub struct Process {
+    /// Base URL, without a trailing slash.
+    pub url: String,
+    child: tokio::process::Child,
+}
+
+impl Process {
+    /// Starts the binary with `PORT=0`, the test APP_KEY and JSON logs, plus `vars`; waits until it serves.
+    pub async fn spawn(vars: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs([("HOST", "127.0.0.1"), ("PORT", "0"), ("APP_KEY", APP_KEY), ("LOG_FORMAT", "json")])
+            .envs(vars.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("the inventory binary starts");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read log") {
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["message"] == "inventory is serving"
+                {
+                    return json["url"].as_str().expect("url").trim_end_matches('/').to_owned();
+                }
+            }
+            panic!("inventory exited before serving");
+        })
+        .await
+        .expect("inventory serves within 30 s");
+        // Keep draining the log so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { url, child }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
