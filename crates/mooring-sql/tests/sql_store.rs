@@ -660,3 +660,20 @@ async fn store_is_a_session_store_trait_object() {
     let store: Arc<dyn SessionStore> = Arc::new(store_on(&db).await);
     store.ping().await.expect("ping");
 }
+
+/// An in-memory SQLite database keeps its data across calls (one connection, never recycled).
+#[tokio::test]
+async fn in_memory_sqlite_keeps_its_data() {
+    let store = SqlStore::connect("sqlite::memory:").await.expect("connect");
+    let k = key();
+    store
+        .create(&k, &record(Some("dora")), &policy())
+        .await
+        .expect("create");
+    assert_eq!(
+        store.apply(&k, &set("a", b"1"), &policy()).await.expect("apply"),
+        Applied::Saved { version: 2 }
+    );
+    assert_eq!(store.list_user("dora").await.expect("list").len(), 1);
+    assert!(store.load(&k, &policy()).await.expect("load").is_some());
+}
