@@ -76,7 +76,9 @@ impl Application {
         };
         let sessions = SessionManager::new(store, keys, config.session_config());
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
         let state = AppState {
             db,
             sessions,
@@ -85,7 +87,12 @@ impl Application {
             accepting: Arc::new(AtomicBool::new(true)),
             trust_proxy_headers: config.trust_proxy_headers,
         };
-        Ok(Self { listener, state, shutdown_delay: config.shutdown_delay, shutdown_grace: config.shutdown_grace })
+        Ok(Self {
+            listener,
+            state,
+            shutdown_delay: config.shutdown_delay,
+            shutdown_grace: config.shutdown_grace,
+        })
     }
 
     /// The bound port (useful with `PORT=0`).
@@ -105,7 +112,12 @@ impl Application {
 
     /// Serves until `stop` completes, then shuts down gracefully (see the module documentation).
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { listener, state, shutdown_delay, shutdown_grace } = self;
+        let Self {
+            listener,
+            state,
+            shutdown_delay,
+            shutdown_grace,
+        } = self;
         let accepting = Arc::clone(&state.accepting);
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -22,21 +22,30 @@ pub const IP: &str = "ip";
 
 /// Hashes a password with argon2id (default parameters: 19 MiB, 2 passes), off the async runtime.
 pub async fn hash_password(password: String) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()))
-        .await
-        .map_err(|e| AppError::Internal(format!("hashing task failed: {e}")))?
-        .map_err(|e| AppError::Internal(format!("hashing failed: {e}")))
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("hashing task failed: {e}")))?
+    .map_err(|e| AppError::Internal(format!("hashing failed: {e}")))
 }
 
 /// Checks a password against a stored hash, off the async runtime. With no user, a dummy hash is checked so
 /// that unknown emails take as long as wrong passwords.
 pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, AppError> {
-    const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNoZmFrZWg";
+    const DUMMY: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNoZmFrZWg";
     tokio::task::spawn_blocking(move || {
         let real = stored.is_some();
         let text = stored.unwrap_or_else(|| DUMMY.to_owned());
         let ok = PasswordHash::new(&text)
-            .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+            .map(|hash| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &hash)
+                    .is_ok()
+            })
             .unwrap_or(false);
         real && ok
     })
@@ -51,7 +60,11 @@ pub async fn user_id(session: &Session) -> Result<Option<i64>, AppError> {
 
 /// Refuses a form whose CSRF token does not match the session's.
 pub async fn check_csrf(session: &Session, submitted: &str) -> Result<(), AppError> {
-    if session.verify_csrf(submitted).await? { Ok(()) } else { Err(AppError::Csrf) }
+    if session.verify_csrf(submitted).await? {
+        Ok(())
+    } else {
+        Err(AppError::Csrf)
+    }
 }
 
 /// Signs the session in: rotates its id (against fixation), attaches it to the user index, and records what
@@ -79,11 +92,30 @@ impl FromRequestParts<AppState> for Client {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let forwarded = state
             .trust_proxy_headers
-            .then(|| parts.headers.get("x-forwarded-for")?.to_str().ok()?.split(',').next().map(|s| s.trim().to_owned()))
+            .then(|| {
+                parts
+                    .headers
+                    .get("x-forwarded-for")?
+                    .to_str()
+                    .ok()?
+                    .split(',')
+                    .next()
+                    .map(|s| s.trim().to_owned())
+            })
             .flatten();
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        let ua = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        Ok(Self { ip: forwarded.or(peer).unwrap_or_else(|| "unknown".into()), device: describe_device(ua) })
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let ua = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        Ok(Self {
+            ip: forwarded.or(peer).unwrap_or_else(|| "unknown".into()),
+            device: describe_device(ua),
+        })
     }
 }
 
@@ -135,8 +167,20 @@ mod tests {
     async fn passwords_verify_only_against_their_hash() {
         let hash = super::hash_password("correct horse".into()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$"));
-        assert!(super::verify_password("correct horse".into(), Some(hash.clone())).await.expect("verify"));
-        assert!(!super::verify_password("wrong".into(), Some(hash)).await.expect("verify"));
-        assert!(!super::verify_password("anything".into(), None).await.expect("verify"));
+        assert!(
+            super::verify_password("correct horse".into(), Some(hash.clone()))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !super::verify_password("wrong".into(), Some(hash))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !super::verify_password("anything".into(), None)
+                .await
+                .expect("verify")
+        );
     }
 }

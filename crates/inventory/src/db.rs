@@ -76,8 +76,11 @@ fn create_tables(dialect: Dialect) -> Vec<&'static str> {
 }
 
 /// The app's schema changes, in order. Append only.
-const MIGRATIONS: &[mooring_sql::Migration] =
-    &[mooring_sql::Migration { version: 1, description: "create users and items", statements: create_tables }];
+const MIGRATIONS: &[mooring_sql::Migration] = &[mooring_sql::Migration {
+    version: 1,
+    description: "create users and items",
+    statements: create_tables,
+}];
 
 impl Db {
     /// Connects and creates the tables if they are missing. The migration runs under the same cross-process
@@ -122,7 +125,11 @@ impl Db {
             .bind(email.to_owned())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| User { id: r.get(0), email: r.get(1), password_hash: r.get(2) }))
+        Ok(row.map(|r| User {
+            id: r.get(0),
+            email: r.get(1),
+            password_hash: r.get(2),
+        }))
     }
 
     /// Finds a user by id.
@@ -132,7 +139,11 @@ impl Db {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| User { id: r.get(0), email: r.get(1), password_hash: r.get(2) }))
+        Ok(row.map(|r| User {
+            id: r.get(0),
+            email: r.get(1),
+            password_hash: r.get(2),
+        }))
     }
 
     /// A user's items, newest first.
@@ -144,7 +155,12 @@ impl Db {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|r| Item { id: r.get(0), name: r.get(1), quantity: r.get(2), created_at: r.get(3) })
+            .map(|r| Item {
+                id: r.get(0),
+                name: r.get(1),
+                quantity: r.get(2),
+                created_at: r.get(3),
+            })
             .collect())
     }
 
@@ -162,7 +178,12 @@ impl Db {
 
     /// Deletes one of the user's items; `Ok(false)` if it is not theirs or does not exist.
     pub async fn delete_item(&self, user_id: i64, item_id: i64) -> Result<bool, DbError> {
-        let done = self.q("DELETE FROM items WHERE id = ? AND user_id = ?").bind(item_id).bind(user_id).execute(&self.pool).await?;
+        let done = self
+            .q("DELETE FROM items WHERE id = ? AND user_id = ?")
+            .bind(item_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }

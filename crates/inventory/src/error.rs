@@ -41,7 +41,9 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
         title: title.to_owned(),
         message: message.to_owned(),
     };
-    let body = page.render().unwrap_or_else(|_| format!("{} {title}\n", status.as_u16()));
+    let body = page
+        .render()
+        .unwrap_or_else(|_| format!("{} {title}\n", status.as_u16()));
     (status, Html(body)).into_response()
 }
 
@@ -51,8 +53,13 @@ impl IntoResponse for AppError {
         let mut response = match self {
             Self::Session(err) => err.into_response(),
             Self::Db(_) => {
-                let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "Briefly unavailable", "Please retry in a moment.");
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                let mut r = page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Briefly unavailable",
+                    "Please retry in a moment.",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             }
             Self::Csrf => page(
@@ -61,7 +68,11 @@ impl IntoResponse for AppError {
                 "This form is no longer valid. Go back, reload the page and submit it again.",
             ),
             Self::NotFound => page(StatusCode::NOT_FOUND, "Not found", "There is nothing here."),
-            Self::Internal(_) => page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Please retry later."),
+            Self::Internal(_) => page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please retry later.",
+            ),
         };
         response.extensions_mut().insert(detail);
         response

@@ -27,13 +27,27 @@ impl Layout {
             Some(_) => session.get::<String>(crate::auth::EMAIL).await?,
             None => None,
         };
-        let csrf = if forms || user_email.is_some() { session.csrf_token().await? } else { String::new() };
-        Ok(Self { user_email, csrf, flashes: session.take_flashes().await?, instance: state.instance.to_string() })
+        let csrf = if forms || user_email.is_some() {
+            session.csrf_token().await?
+        } else {
+            String::new()
+        };
+        Ok(Self {
+            user_email,
+            csrf,
+            flashes: session.take_flashes().await?,
+            instance: state.instance.to_string(),
+        })
     }
 
     /// A layout for error pages, which must render without touching the session.
     pub fn bare(instance: &str) -> Self {
-        Self { user_email: None, csrf: String::new(), flashes: Vec::new(), instance: instance.to_owned() }
+        Self {
+            user_email: None,
+            csrf: String::new(),
+            flashes: Vec::new(),
+            instance: instance.to_owned(),
+        }
     }
 }
 
@@ -59,7 +73,11 @@ pub fn timestamp(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 /// The home page.
@@ -183,7 +201,7 @@ mod tests {
     #[test]
     fn timestamps_are_utc_calendar_dates() {
         assert_eq!(super::timestamp(0), "1970-01-01 00:00 UTC");
-        assert_eq!(super::timestamp(1_795_000_000_000), "2026-11-19 10:26 UTC");
+        assert_eq!(super::timestamp(1_795_000_000_000), "2026-11-18 11:06 UTC");
         assert_eq!(super::timestamp(951_782_400_000), "2000-02-29 00:00 UTC");
     }
 }

@@ -21,8 +21,14 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// The header carrying the request id, in and out.
@@ -47,7 +53,10 @@ pub async fn log_requests(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     let path = req.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id = %id);
     let mut response = next.run(req).instrument(span).await;

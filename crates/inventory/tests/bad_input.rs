@@ -32,7 +32,10 @@ async fn garbled_and_forged_cookies_get_clean_answers() {
     let mut flipped_mac = mac.to_owned().into_bytes();
     flipped_mac[0] = if flipped_mac[0] == b'A' { b'B' } else { b'A' };
     let forged = [
-        format!("inventory_session={id}.{}", String::from_utf8(flipped_mac).expect("ascii")),
+        format!(
+            "inventory_session={id}.{}",
+            String::from_utf8(flipped_mac).expect("ascii")
+        ),
         format!("inventory_session={id}"),
         format!("inventory_session=.{mac}"),
         "inventory_session=%00%ff%fe".to_owned(),
@@ -42,16 +45,41 @@ async fn garbled_and_forged_cookies_get_clean_answers() {
     ];
     let client = app.client();
     for cookie in &forged {
-        for path in ["/", "/dashboard", "/items", "/sessions", "/session/values/x", "/readyz"] {
+        for path in [
+            "/",
+            "/dashboard",
+            "/items",
+            "/sessions",
+            "/session/values/x",
+            "/readyz",
+        ] {
             let page = client.get_with(path, &[("cookie", cookie)]).await;
-            assert!(page.status.as_u16() < 500, "{path} with {cookie}: {}", page.status);
-            assert!(page.set_cookie("inventory_session").is_none(), "{path} must not replace the cookie {cookie}");
+            assert!(
+                page.status.as_u16() < 500,
+                "{path} with {cookie}: {}",
+                page.status
+            );
+            assert!(
+                page.set_cookie("inventory_session").is_none(),
+                "{path} must not replace the cookie {cookie}"
+            );
             if path == "/dashboard" {
-                assert_eq!(page.location(), Some("/login"), "a forged cookie is not signed in");
+                assert_eq!(
+                    page.location(),
+                    Some("/login"),
+                    "a forged cookie is not signed in"
+                );
             }
         }
     }
-    assert!(app.state.sessions.stats().cookies_rejected.load(Ordering::Relaxed) >= forged.len() as u64);
+    assert!(
+        app.state
+            .sessions
+            .stats()
+            .cookies_rejected
+            .load(Ordering::Relaxed)
+            >= forged.len() as u64
+    );
     // The real user was never disturbed.
     let page = client.get_with("/dashboard", &[("cookie", &good)]).await;
     assert_eq!(page.status, StatusCode::OK);
@@ -94,9 +122,16 @@ async fn a_corrupt_stored_record_reads_as_signed_out_and_is_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_database_stopped_under_running_requests() {
     let sessions = provision::postgres().await;
-    let app = TestApp::spawn(&[("SESSION_DATABASE_URL", &sessions.url), ("SESSION_STORE_TIMEOUT_MS", "1000")]).await;
+    let app = TestApp::spawn(&[
+        ("SESSION_DATABASE_URL", &sessions.url),
+        ("SESSION_STORE_TIMEOUT_MS", "1000"),
+    ])
+    .await;
     let (mut c, cookie, _) = signed_in(&app).await;
-    assert_eq!(c.put("/session/values/before", "kept").await.status, StatusCode::OK);
+    assert_eq!(
+        c.put("/session/values/before", "kept").await.status,
+        StatusCode::OK
+    );
 
     // Writers run continuously while the database goes away and comes back.
     let writers: Vec<_> = (0..8)
@@ -111,12 +146,22 @@ async fn the_session_database_stopped_under_running_requests() {
                     match page.status {
                         StatusCode::OK => acked.push(name.clone()),
                         StatusCode::SERVICE_UNAVAILABLE => {
-                            assert_eq!(page.headers.get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
-                            assert!(!page.body.to_lowercase().contains("postgres"), "no internal text: {}", page.body);
+                            assert_eq!(
+                                page.headers.get("retry-after").map(|v| v.as_bytes()),
+                                Some(&b"1"[..])
+                            );
+                            assert!(
+                                !page.body.to_lowercase().contains("postgres"),
+                                "no internal text: {}",
+                                page.body
+                            );
                         }
                         other => panic!("{name}: unexpected {other}: {}", page.body),
                     }
-                    assert!(page.set_cookie("inventory_session").is_none(), "{name}: the cookie must not be replaced");
+                    assert!(
+                        page.set_cookie("inventory_session").is_none(),
+                        "{name}: the cookie must not be replaced"
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 acked
@@ -129,10 +174,19 @@ async fn the_session_database_stopped_under_running_requests() {
     let mut probe = Client::new(&app.url);
     probe.cookie = Some(cookie.clone());
     let page = probe.get("/dashboard").await;
-    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "a signed-in page waits for the store: {}", page.body);
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a signed-in page waits for the store: {}",
+        page.body
+    );
     assert!(page.set_cookie("inventory_session").is_none());
     assert_eq!(probe.get("/readyz").await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(probe.get("/healthz").await.status, StatusCode::OK, "liveness ignores the store");
+    assert_eq!(
+        probe.get("/healthz").await.status,
+        StatusCode::OK,
+        "liveness ignores the store"
+    );
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     provision::resume_postgres_db(&sessions).await;
@@ -151,7 +205,11 @@ async fn the_session_database_stopped_under_running_requests() {
         }
     });
     ready.await.expect("ready again by itself");
-    assert_eq!(c.get("/dashboard").await.status, StatusCode::OK, "nobody was logged out");
+    assert_eq!(
+        c.get("/dashboard").await.status,
+        StatusCode::OK,
+        "nobody was logged out"
+    );
     let lost: Vec<&String> = {
         let mut lost = Vec::new();
         for name in &acked {

@@ -14,8 +14,16 @@ use support::{Client, Process};
 /// Two processes on one database URL, with one DATA_DIR (as replicas on one host would share a volume).
 async fn pair(database_url: &str, data: &tempfile::TempDir) -> (Process, Process) {
     let dir = data.path().to_str().expect("utf-8 path");
-    let a_vars = [("DATABASE_URL", database_url), ("DATA_DIR", dir), ("INSTANCE_NAME", "inventory-a")];
-    let b_vars = [("DATABASE_URL", database_url), ("DATA_DIR", dir), ("INSTANCE_NAME", "inventory-b")];
+    let a_vars = [
+        ("DATABASE_URL", database_url),
+        ("DATA_DIR", dir),
+        ("INSTANCE_NAME", "inventory-a"),
+    ];
+    let b_vars = [
+        ("DATABASE_URL", database_url),
+        ("DATA_DIR", dir),
+        ("INSTANCE_NAME", "inventory-b"),
+    ];
     tokio::join!(Process::spawn(&a_vars), Process::spawn(&b_vars))
 }
 
@@ -25,14 +33,29 @@ async fn a_session_moves_between_instances(a: &Process, b: &Process) {
     let mut c = Client::new(&a.url);
     let mut fingerprint = None;
     for hit in 1..=10u64 {
-        c.base = if hit % 2 == 1 { a.url.clone() } else { b.url.clone() };
+        c.base = if hit % 2 == 1 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
         let page = c.get("/session").await;
         assert_eq!(page.status, StatusCode::OK);
         let json = page.json();
         assert_eq!(json["hits"], hit, "hit {hit}: {json}");
-        assert_eq!(json["served_by"], if hit % 2 == 1 { "inventory-a" } else { "inventory-b" });
+        assert_eq!(
+            json["served_by"],
+            if hit % 2 == 1 {
+                "inventory-a"
+            } else {
+                "inventory-b"
+            }
+        );
         let fp = json["session"].as_str().expect("fingerprint").to_owned();
-        assert_eq!(fingerprint.get_or_insert(fp.clone()), &fp, "one session throughout");
+        assert_eq!(
+            fingerprint.get_or_insert(fp.clone()),
+            &fp,
+            "one session throughout"
+        );
     }
 }
 
@@ -51,12 +74,17 @@ async fn interleaved_writers_lose_nothing(a: &Process, b: &Process) {
         tasks.push(tokio::spawn(async move {
             let _permit = permit.acquire_owned().await.expect("semaphore");
             let page = if i % 4 < 2 {
-                client.put(&format!("/session/values/w{i}"), &format!("value-{i}")).await
+                client
+                    .put(&format!("/session/values/w{i}"), &format!("value-{i}"))
+                    .await
             } else {
                 client.get("/session").await
             };
             assert_eq!(page.status, StatusCode::OK, "request {i}: {}", page.body);
-            assert!(page.set_cookie("inventory_session").is_none(), "request {i} must keep the cookie");
+            assert!(
+                page.set_cookie("inventory_session").is_none(),
+                "request {i} must keep the cookie"
+            );
         }));
     }
     for task in tasks {
@@ -75,7 +103,11 @@ async fn interleaved_writers_lose_nothing(a: &Process, b: &Process) {
     assert!(missing.is_empty(), "attributes lost: {missing:?}");
     let mut r = Client::new(&b.url);
     r.cookie = Some(cookie);
-    assert_eq!(r.get("/session").await.json()["hits"], 1 + 200 + 1, "every hit counted exactly once");
+    assert_eq!(
+        r.get("/session").await.json()["hits"],
+        1 + 200 + 1,
+        "every hit counted exactly once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

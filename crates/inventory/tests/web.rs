@@ -21,8 +21,14 @@ async fn register_sign_out_and_sign_in() {
     let page = c.get("/dashboard").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(&who), "the dashboard names the user");
-    assert!(page.body.contains("Welcome!"), "the flash from registration shows once");
-    assert!(!c.get("/dashboard").await.body.contains("Welcome!"), "and only once");
+    assert!(
+        page.body.contains("Welcome!"),
+        "the flash from registration shows once"
+    );
+    assert!(
+        !c.get("/dashboard").await.body.contains("Welcome!"),
+        "and only once"
+    );
 
     let csrf = c.get("/dashboard").await.csrf();
     let page = c.post("/logout", &[("_csrf", &csrf)]).await;
@@ -41,7 +47,15 @@ async fn register_sign_out_and_sign_in() {
     let mut other = app.client();
     let csrf = other.get("/register").await.csrf();
     let page = other
-        .post("/register", &[("email", &who), ("password", PASSWORD), ("password_confirm", PASSWORD), ("_csrf", &csrf)])
+        .post(
+            "/register",
+            &[
+                ("email", &who),
+                ("password", PASSWORD),
+                ("password_confirm", PASSWORD),
+                ("_csrf", &csrf),
+            ],
+        )
         .await;
     assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.body.contains("already registered"));
@@ -55,8 +69,16 @@ async fn sign_in_rotates_the_session_id_and_the_old_one_is_dead() {
 
     let mut c = app.client();
     let csrf = c.get("/login").await.csrf();
-    let anonymous = c.cookie.clone().expect("the login form starts a session for its CSRF token");
-    let page = c.post("/login", &[("email", &who), ("password", PASSWORD), ("_csrf", &csrf)]).await;
+    let anonymous = c
+        .cookie
+        .clone()
+        .expect("the login form starts a session for its CSRF token");
+    let page = c
+        .post(
+            "/login",
+            &[("email", &who), ("password", PASSWORD), ("_csrf", &csrf)],
+        )
+        .await;
     assert_eq!(page.location(), Some("/dashboard"));
     let signed_in = c.cookie.clone().expect("cookie");
     assert_ne!(anonymous, signed_in, "sign-in must issue a new id");
@@ -65,9 +87,17 @@ async fn sign_in_rotates_the_session_id_and_the_old_one_is_dead() {
     let mut attacker = app.client();
     attacker.cookie = Some(anonymous);
     let page = attacker.get("/dashboard").await;
-    assert_eq!(page.location(), Some("/login"), "the pre-login id must not be signed in (fixation)");
+    assert_eq!(
+        page.location(),
+        Some("/login"),
+        "the pre-login id must not be signed in (fixation)"
+    );
     let page = attacker.get("/session/values/anything").await;
-    assert_eq!(page.json()["value"], serde_json::Value::Null, "the old id holds nothing");
+    assert_eq!(
+        page.json()["value"],
+        serde_json::Value::Null,
+        "the old id holds nothing"
+    );
 }
 
 #[tokio::test]
@@ -85,15 +115,35 @@ async fn cookie_flags_follow_the_configuration() {
     let mut c = app.client();
     c.cookie_name = "inv_sid".into();
     let page = c.get("/session").await;
-    let set = page.set_cookie("inv_sid").expect("a new session sets the configured cookie");
-    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/", "Domain=example.test", "Max-Age=5400"] {
+    let set = page
+        .set_cookie("inv_sid")
+        .expect("a new session sets the configured cookie");
+    for flag in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+        "Domain=example.test",
+        "Max-Age=5400",
+    ] {
         assert!(set.contains(flag), "{flag} missing from {set}");
     }
-    assert_eq!(page.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(
+        page.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
 
     let plain = TestApp::spawn(&[]).await;
-    let set = plain.client().get("/session").await.set_cookie("inventory_session").expect("cookie");
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && !set.contains("Secure"), "{set}");
+    let set = plain
+        .client()
+        .get("/session")
+        .await
+        .set_cookie("inventory_session")
+        .expect("cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax") && !set.contains("Secure"),
+        "{set}"
+    );
 }
 
 #[tokio::test]
@@ -104,24 +154,42 @@ async fn forms_without_the_csrf_token_are_refused() {
     c.register(&who, PASSWORD).await;
     let csrf = c.get("/items").await.csrf();
 
-    for form in [vec![("name", "Rope"), ("quantity", "2")], vec![("name", "Rope"), ("quantity", "2"), ("_csrf", "forged")]] {
+    for form in [
+        vec![("name", "Rope"), ("quantity", "2")],
+        vec![("name", "Rope"), ("quantity", "2"), ("_csrf", "forged")],
+    ] {
         let page = c.post("/items", &form).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{form:?}");
         assert!(!page.body.contains("forged"));
     }
     assert_eq!(c.post("/logout", &[]).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(c.post("/sessions/revoke-others", &[("_csrf", "")]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        c.post("/sessions/revoke-others", &[("_csrf", "")]).await.status,
+        StatusCode::FORBIDDEN
+    );
     assert!(!c.get("/items").await.body.contains("Rope"), "nothing was added");
-    assert_eq!(c.get("/dashboard").await.status, StatusCode::OK, "still signed in");
+    assert_eq!(
+        c.get("/dashboard").await.status,
+        StatusCode::OK,
+        "still signed in"
+    );
 
     // Another session's token is no good either.
     let mut stranger = app.client();
     let their_csrf = stranger.get("/login").await.csrf();
     assert_ne!(their_csrf, csrf);
-    let page = c.post("/items", &[("name", "Rope"), ("quantity", "2"), ("_csrf", &their_csrf)]).await;
+    let page = c
+        .post(
+            "/items",
+            &[("name", "Rope"), ("quantity", "2"), ("_csrf", &their_csrf)],
+        )
+        .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
     // A login form posted without a token (login CSRF) is refused too.
-    let page = app.client().post("/login", &[("email", &who), ("password", PASSWORD)]).await;
+    let page = app
+        .client()
+        .post("/login", &[("email", &who), ("password", PASSWORD)])
+        .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
 }
 
@@ -131,12 +199,23 @@ async fn items_are_added_listed_and_deleted_per_user() {
     let mut alice = app.client();
     alice.register(&email("alice"), PASSWORD).await;
     let csrf = alice.get("/items").await.csrf();
-    let page = alice.post("/items", &[("name", "Brass <anchor>"), ("quantity", "3"), ("_csrf", &csrf)]).await;
+    let page = alice
+        .post(
+            "/items",
+            &[("name", "Brass <anchor>"), ("quantity", "3"), ("_csrf", &csrf)],
+        )
+        .await;
     assert_eq!(page.location(), Some("/items"));
     let page = alice.get("/items").await;
-    assert!(page.body.contains("Brass &#60;anchor&#62;"), "names are escaped: {}", page.body);
+    assert!(
+        page.body.contains("Brass &#60;anchor&#62;"),
+        "names are escaped: {}",
+        page.body
+    );
     assert!(!page.body.contains("Brass <anchor>"));
-    let page = alice.post("/items", &[("name", ""), ("quantity", "-1"), ("_csrf", &csrf)]).await;
+    let page = alice
+        .post("/items", &[("name", ""), ("quantity", "-1"), ("_csrf", &csrf)])
+        .await;
     assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let id_marker = "action=\"/items/";
@@ -146,12 +225,23 @@ async fn items_are_added_listed_and_deleted_per_user() {
 
     let mut bob = app.client();
     bob.register(&email("bob"), PASSWORD).await;
-    assert!(!bob.get("/items").await.body.contains("Brass"), "items are per user");
+    assert!(
+        !bob.get("/items").await.body.contains("Brass"),
+        "items are per user"
+    );
     let bob_csrf = bob.get("/items").await.csrf();
-    let page = bob.post(&format!("/items/{id}/delete"), &[("_csrf", &bob_csrf)]).await;
-    assert_eq!(page.status, StatusCode::NOT_FOUND, "bob cannot delete alice's item");
+    let page = bob
+        .post(&format!("/items/{id}/delete"), &[("_csrf", &bob_csrf)])
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::NOT_FOUND,
+        "bob cannot delete alice's item"
+    );
 
-    let page = alice.post(&format!("/items/{id}/delete"), &[("_csrf", &csrf)]).await;
+    let page = alice
+        .post(&format!("/items/{id}/delete"), &[("_csrf", &csrf)])
+        .await;
     assert_eq!(page.location(), Some("/items"));
     assert!(!alice.get("/items").await.body.contains("Brass &#60;anchor&#62;"));
     assert!(alice.get("/dashboard").await.body.contains("Dashboard"));
@@ -168,17 +258,43 @@ async fn the_sessions_page_lists_devices_and_signs_out_the_others() {
 
     let page = laptop.get("/sessions").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert_eq!(page.body.matches("<tr").count() - 1, 2, "two sessions listed: {}", page.body);
+    assert_eq!(
+        page.body.matches("<tr").count() - 1,
+        2,
+        "two sessions listed: {}",
+        page.body
+    );
     assert!(page.body.contains("this device"));
     assert!(page.body.contains("127.0.0.1"));
-    assert!(laptop.get("/dashboard").await.body.contains("id=\"session-count\">2<"), "the dashboard counts them");
+    assert!(
+        laptop
+            .get("/dashboard")
+            .await
+            .body
+            .contains("id=\"session-count\">2<"),
+        "the dashboard counts them"
+    );
 
     let csrf = page.csrf();
     let page = laptop.post("/sessions/revoke-others", &[("_csrf", &csrf)]).await;
     assert_eq!(page.location(), Some("/sessions"));
-    assert!(laptop.get("/sessions").await.body.contains("Signed out 1 other session."));
-    assert_eq!(phone.get("/dashboard").await.location(), Some("/login"), "the phone is signed out");
-    assert_eq!(laptop.get("/dashboard").await.status, StatusCode::OK, "this device stays signed in");
+    assert!(
+        laptop
+            .get("/sessions")
+            .await
+            .body
+            .contains("Signed out 1 other session.")
+    );
+    assert_eq!(
+        phone.get("/dashboard").await.location(),
+        Some("/login"),
+        "the phone is signed out"
+    );
+    assert_eq!(
+        laptop.get("/dashboard").await.status,
+        StatusCode::OK,
+        "this device stays signed in"
+    );
 }
 
 #[tokio::test]
@@ -192,10 +308,22 @@ async fn the_session_endpoint_counts_hits_and_hides_the_id() {
     assert_eq!(first["served_by"], "inventory-a");
     let second = c.get("/session").await.json();
     assert_eq!(second["hits"], 2);
-    assert_eq!(second["session"], first["session"], "same session, same fingerprint");
+    assert_eq!(
+        second["session"], first["session"],
+        "same session, same fingerprint"
+    );
     let cookie = c.cookie.clone().expect("cookie");
-    let id = cookie.split('=').nth(1).expect("value").split('.').next().expect("id");
-    assert!(!second.to_string().contains(id), "the session id never appears in the response");
+    let id = cookie
+        .split('=')
+        .nth(1)
+        .expect("value")
+        .split('.')
+        .next()
+        .expect("id");
+    assert!(
+        !second.to_string().contains(id),
+        "the session id never appears in the response"
+    );
 }
 
 #[tokio::test]
@@ -208,10 +336,25 @@ async fn readiness_turns_503_when_shutdown_begins_and_in_flight_requests_finish(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let probe = Client::new(&url);
     let ready = probe.get_with("/readyz", &[]).await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "readiness drops at once");
-    assert_eq!(probe.get_with("/healthz", &[]).await.status, StatusCode::OK, "liveness is unaffected");
-    assert_eq!(probe.get_with("/session", &[]).await.status, StatusCode::OK, "still serving during the delay");
-    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("exits within the grace period").expect("task");
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "readiness drops at once"
+    );
+    assert_eq!(
+        probe.get_with("/healthz", &[]).await.status,
+        StatusCode::OK,
+        "liveness is unaffected"
+    );
+    assert_eq!(
+        probe.get_with("/session", &[]).await.status,
+        StatusCode::OK,
+        "still serving during the delay"
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("exits within the grace period")
+        .expect("task");
 }
 
 #[tokio::test]
@@ -220,7 +363,11 @@ async fn a_restart_keeps_users_signed_in_with_their_items() {
     let mut c = app.client();
     c.register(&email("restart"), PASSWORD).await;
     let csrf = c.get("/items").await.csrf();
-    c.post("/items", &[("name", "Mooring line"), ("quantity", "12"), ("_csrf", &csrf)]).await;
+    c.post(
+        "/items",
+        &[("name", "Mooring line"), ("quantity", "12"), ("_csrf", &csrf)],
+    )
+    .await;
     let data = app.data();
     app.stop().await;
 

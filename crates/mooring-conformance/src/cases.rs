@@ -13,7 +13,10 @@ use crate::Harness;
 
 /// The policy most cases use: a long idle timeout and a 4 KiB record limit.
 fn policy() -> Policy {
-    Policy { idle: Duration::from_secs(600), max_record_bytes: 4096 }
+    Policy {
+        idle: Duration::from_secs(600),
+        max_record_bytes: 4096,
+    }
 }
 
 fn key() -> StoreKey {
@@ -60,7 +63,10 @@ pub async fn round_trip<H: Harness>(h: &H) {
     assert_eq!(loaded.record, r, "record must load back unchanged");
     assert_eq!(loaded.version, 1, "a new record has version 1");
     assert!(loaded.expires_at > now_ms(), "expiry must be in the future");
-    assert!(loaded.expires_at <= r.deadline, "expiry must not pass the deadline");
+    assert!(
+        loaded.expires_at <= r.deadline,
+        "expiry must not pass the deadline"
+    );
     must_be_gone(&*store, &key(), &policy(), "an unknown key").await;
 }
 
@@ -68,29 +74,66 @@ pub async fn round_trip<H: Harness>(h: &H) {
 pub async fn load_slides_idle_expiry<H: Harness>(h: &H) {
     let store = h.store();
     let k = key();
-    let short = Policy { idle: Duration::from_secs(2), ..policy() };
-    store.create(&k, &record(&[("a", b"1")]), &short).await.expect("create");
+    let short = Policy {
+        idle: Duration::from_secs(2),
+        ..policy()
+    };
+    store
+        .create(&k, &record(&[("a", b"1")]), &short)
+        .await
+        .expect("create");
     let first = must_load(&*store, &k, &short).await.expires_at;
-    let long = Policy { idle: Duration::from_secs(300), ..policy() };
+    let long = Policy {
+        idle: Duration::from_secs(300),
+        ..policy()
+    };
     let second = must_load(&*store, &k, &long).await;
     let third = must_load(&*store, &k, &long).await;
-    assert!(third.expires_at > first + 60_000, "load must slide the expiry: {first} then {}", third.expires_at);
-    assert_eq!(second.version, third.version, "a load must not change the version");
+    assert!(
+        third.expires_at > first + 60_000,
+        "load must slide the expiry: {first} then {}",
+        third.expires_at
+    );
+    assert_eq!(
+        second.version, third.version,
+        "a load must not change the version"
+    );
 }
 
 /// A record not touched for longer than the idle timeout is gone; touching it keeps it alive.
 pub async fn idle_expiry<H: Harness>(h: &H) {
     let store = h.store();
-    let idle = Policy { idle: Duration::from_millis(1500), ..policy() };
+    let idle = Policy {
+        idle: Duration::from_millis(1500),
+        ..policy()
+    };
     let (kept, dropped) = (key(), key());
-    store.create(&kept, &record(&[("a", b"1")]), &idle).await.expect("create");
-    store.create(&dropped, &record(&[("a", b"1")]), &idle).await.expect("create");
+    store
+        .create(&kept, &record(&[("a", b"1")]), &idle)
+        .await
+        .expect("create");
+    store
+        .create(&dropped, &record(&[("a", b"1")]), &idle)
+        .await
+        .expect("create");
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         must_load(&*store, &kept, &idle).await;
     }
-    must_be_gone(&*store, &dropped, &idle, "idle for 2.5 s with a 1.5 s idle timeout").await;
-    assert_eq!(store.apply(&dropped, &set("b", b"2"), &idle).await.expect("apply"), Applied::Missing);
+    must_be_gone(
+        &*store,
+        &dropped,
+        &idle,
+        "idle for 2.5 s with a 1.5 s idle timeout",
+    )
+    .await;
+    assert_eq!(
+        store
+            .apply(&dropped, &set("b", b"2"), &idle)
+            .await
+            .expect("apply"),
+        Applied::Missing
+    );
     must_load(&*store, &kept, &idle).await;
 }
 
@@ -104,32 +147,56 @@ pub async fn absolute_deadline<H: Harness>(h: &H) {
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let loaded = must_load(&*store, &k, &policy()).await;
-        assert!(loaded.expires_at <= r.deadline, "expiry must be capped by the deadline");
+        assert!(
+            loaded.expires_at <= r.deadline,
+            "expiry must be capped by the deadline"
+        );
     }
     tokio::time::sleep(Duration::from_millis(900)).await;
     must_be_gone(&*store, &k, &policy(), "past the absolute deadline").await;
-    assert_eq!(store.apply(&k, &set("b", b"2"), &policy()).await.expect("apply"), Applied::Missing);
+    assert_eq!(
+        store.apply(&k, &set("b", b"2"), &policy()).await.expect("apply"),
+        Applied::Missing
+    );
 }
 
 /// A delta sets and removes only the attributes it names, changes the user, and bumps the version.
 pub async fn deltas_only_touch_their_attributes<H: Harness>(h: &H) {
     let store = h.store();
     let k = key();
-    store.create(&k, &record(&[("a", b"1"), ("b", b"2"), ("c", b"3")]), &policy()).await.expect("create");
+    store
+        .create(&k, &record(&[("a", b"1"), ("b", b"2"), ("c", b"3")]), &policy())
+        .await
+        .expect("create");
     let mut delta = set("b", b"two");
     delta.remove.insert("c".into());
     delta.set.insert("d".into(), b"4".to_vec());
     delta.user = Some(Some("user-9".into()));
-    assert_eq!(store.apply(&k, &delta, &policy()).await.expect("apply"), Applied::Saved { version: 2 });
+    assert_eq!(
+        store.apply(&k, &delta, &policy()).await.expect("apply"),
+        Applied::Saved { version: 2 }
+    );
     let loaded = must_load(&*store, &k, &policy()).await;
-    let want: BTreeMap<String, Vec<u8>> =
-        [("a", &b"1"[..]), ("b", b"two"), ("d", b"4")].iter().map(|(k, v)| ((*k).into(), v.to_vec())).collect();
+    let want: BTreeMap<String, Vec<u8>> = [("a", &b"1"[..]), ("b", b"two"), ("d", b"4")]
+        .iter()
+        .map(|(k, v)| ((*k).into(), v.to_vec()))
+        .collect();
     assert_eq!(loaded.record.attrs, want);
     assert_eq!(loaded.record.user.as_deref(), Some("user-9"));
     assert_eq!(loaded.version, 2);
-    let clear = Delta { user: Some(None), ..Delta::default() };
-    assert_eq!(store.apply(&k, &clear, &policy()).await.expect("apply"), Applied::Saved { version: 3 });
-    assert_eq!(must_load(&*store, &k, &policy()).await.record.user, None, "the user can be cleared");
+    let clear = Delta {
+        user: Some(None),
+        ..Delta::default()
+    };
+    assert_eq!(
+        store.apply(&k, &clear, &policy()).await.expect("apply"),
+        Applied::Saved { version: 3 }
+    );
+    assert_eq!(
+        must_load(&*store, &k, &policy()).await.record.user,
+        None,
+        "the user can be cleared"
+    );
 }
 
 /// Many concurrent writers, each setting its own attribute many times: every final value survives.
@@ -163,40 +230,66 @@ pub async fn concurrent_writers_keep_their_attributes<H: Harness>(h: &H) {
             "writer {w}'s last write was lost"
         );
     }
-    assert_eq!(loaded.version, 1 + u64::from(rounds) * writers as u64, "every applied delta bumps the version");
+    assert_eq!(
+        loaded.version,
+        1 + u64::from(rounds) * writers as u64,
+        "every applied delta bumps the version"
+    );
 }
 
 /// A delta with an expected version applies only while that version is current.
 pub async fn compare_and_set<H: Harness>(h: &H) {
     let store = h.store();
     let k = key();
-    store.create(&k, &record(&[("n", &[0])]), &policy()).await.expect("create");
+    store
+        .create(&k, &record(&[("n", &[0])]), &policy())
+        .await
+        .expect("create");
     let mut first = set("n", &[1]);
     first.expected_version = Some(1);
-    assert_eq!(store.apply(&k, &first, &policy()).await.expect("apply"), Applied::Saved { version: 2 });
+    assert_eq!(
+        store.apply(&k, &first, &policy()).await.expect("apply"),
+        Applied::Saved { version: 2 }
+    );
     let mut stale = set("n", &[9]);
     stale.expected_version = Some(1);
-    assert_eq!(store.apply(&k, &stale, &policy()).await.expect("apply"), Applied::Conflict { current: 2 });
-    assert_eq!(must_load(&*store, &k, &policy()).await.record.attrs["n"], vec![1], "a lost CAS must not write");
+    assert_eq!(
+        store.apply(&k, &stale, &policy()).await.expect("apply"),
+        Applied::Conflict { current: 2 }
+    );
+    assert_eq!(
+        must_load(&*store, &k, &policy()).await.record.attrs["n"],
+        vec![1],
+        "a lost CAS must not write"
+    );
 }
 
 /// Creating over a live record is refused.
 pub async fn create_refuses_existing_key<H: Harness>(h: &H) {
     let store = h.store();
     let k = key();
-    store.create(&k, &record(&[("a", b"1")]), &policy()).await.expect("create");
+    store
+        .create(&k, &record(&[("a", b"1")]), &policy())
+        .await
+        .expect("create");
     match store.create(&k, &record(&[("a", b"2")]), &policy()).await {
         Err(Error::Conflict) => {}
         other => panic!("create over a live key must be a conflict, got {other:?}"),
     }
-    assert_eq!(must_load(&*store, &k, &policy()).await.record.attrs["a"], b"1".to_vec());
+    assert_eq!(
+        must_load(&*store, &k, &policy()).await.record.attrs["a"],
+        b"1".to_vec()
+    );
 }
 
 /// A delta for a key with no record writes nothing.
 pub async fn apply_to_missing_record<H: Harness>(h: &H) {
     let store = h.store();
     let k = key();
-    assert_eq!(store.apply(&k, &set("a", b"1"), &policy()).await.expect("apply"), Applied::Missing);
+    assert_eq!(
+        store.apply(&k, &set("a", b"1"), &policy()).await.expect("apply"),
+        Applied::Missing
+    );
     must_be_gone(&*store, &k, &policy(), "apply must not create a record").await;
 }
 
@@ -209,12 +302,34 @@ pub async fn id_rotation<H: Harness>(h: &H) {
     r.user = Some("user-2".into());
     store.create(&old, &r, &policy()).await.expect("create");
     let loaded = must_load(&*store, &old, &policy()).await;
-    store.create(&new, &loaded.record, &policy()).await.expect("create rotated");
-    assert!(store.delete(&old).await.expect("delete"), "the old record existed");
+    store
+        .create(&new, &loaded.record, &policy())
+        .await
+        .expect("create rotated");
+    assert!(
+        store.delete(&old).await.expect("delete"),
+        "the old record existed"
+    );
     must_be_gone(&*store, &old, &policy(), "the old key after rotation").await;
-    assert_eq!(store.apply(&old, &set("late", b"x"), &policy()).await.expect("apply"), Applied::Missing);
-    assert_eq!(must_load(&*store, &new, &policy()).await.record, r, "the data moves to the new key");
-    let listed: Vec<StoreKey> = store.list_user("user-2").await.expect("list").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        store
+            .apply(&old, &set("late", b"x"), &policy())
+            .await
+            .expect("apply"),
+        Applied::Missing
+    );
+    assert_eq!(
+        must_load(&*store, &new, &policy()).await.record,
+        r,
+        "the data moves to the new key"
+    );
+    let listed: Vec<StoreKey> = store
+        .list_user("user-2")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(listed, vec![new], "the user index follows the rotation");
 }
 
@@ -222,17 +337,26 @@ pub async fn id_rotation<H: Harness>(h: &H) {
 pub async fn invalidation<H: Harness>(h: &H) {
     let store = h.store();
     let k = key();
-    store.create(&k, &record(&[("a", b"1")]), &policy()).await.expect("create");
+    store
+        .create(&k, &record(&[("a", b"1")]), &policy())
+        .await
+        .expect("create");
     assert!(store.delete(&k).await.expect("delete"));
     must_be_gone(&*store, &k, &policy(), "after delete").await;
-    assert!(!store.delete(&k).await.expect("delete again"), "a second delete finds nothing");
+    assert!(
+        !store.delete(&k).await.expect("delete again"),
+        "a second delete finds nothing"
+    );
 }
 
 /// The user index lists a user's live sessions, follows user changes, drops expired sessions, and revokes all
 /// sessions but one.
 pub async fn user_index<H: Harness>(h: &H) {
     let store = h.store();
-    let short = Policy { idle: Duration::from_millis(1000), ..policy() };
+    let short = Policy {
+        idle: Duration::from_millis(1000),
+        ..policy()
+    };
     let keys: Vec<StoreKey> = (0..4).map(|_| key()).collect();
     for (i, k) in keys.iter().enumerate() {
         let mut r = record(&[("device", format!("d{i}").as_bytes())]);
@@ -241,18 +365,39 @@ pub async fn user_index<H: Harness>(h: &H) {
         store.create(k, &r, &p).await.expect("create");
     }
     let anon = key();
-    store.create(&anon, &record(&[]), &policy()).await.expect("create anonymous");
+    store
+        .create(&anon, &record(&[]), &policy())
+        .await
+        .expect("create anonymous");
     // Signing in later moves a session into the index.
-    let login = Delta { user: Some(Some("alice".into())), ..Delta::default() };
-    assert!(matches!(store.apply(&anon, &login, &policy()).await.expect("apply"), Applied::Saved { .. }));
-    let mut alice: Vec<StoreKey> = store.list_user("alice").await.expect("list").into_iter().map(|(k, _)| k).collect();
+    let login = Delta {
+        user: Some(Some("alice".into())),
+        ..Delta::default()
+    };
+    assert!(matches!(
+        store.apply(&anon, &login, &policy()).await.expect("apply"),
+        Applied::Saved { .. }
+    ));
+    let mut alice: Vec<StoreKey> = store
+        .list_user("alice")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     alice.sort();
     let mut want = vec![keys[0].clone(), keys[1].clone(), keys[2].clone(), anon.clone()];
     want.sort();
     assert_eq!(alice, want, "alice's sessions");
     // Signing out removes it again.
-    let logout = Delta { user: Some(None), ..Delta::default() };
-    assert!(matches!(store.apply(&anon, &logout, &policy()).await.expect("apply"), Applied::Saved { .. }));
+    let logout = Delta {
+        user: Some(None),
+        ..Delta::default()
+    };
+    assert!(matches!(
+        store.apply(&anon, &logout, &policy()).await.expect("apply"),
+        Applied::Saved { .. }
+    ));
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let listed = store.list_user("alice").await.expect("list");
     let mut alice: Vec<StoreKey> = listed.iter().map(|(k, _)| k.clone()).collect();
@@ -260,12 +405,29 @@ pub async fn user_index<H: Harness>(h: &H) {
     let mut want = vec![keys[0].clone(), keys[1].clone()];
     want.sort();
     assert_eq!(alice, want, "expired and signed-out sessions leave the index");
-    assert!(listed.iter().all(|(_, l)| l.record.attrs.contains_key("device")), "listings carry the record");
-    assert_eq!(store.delete_user("alice", Some(&keys[0])).await.expect("revoke"), 1, "one other live session");
-    let alice: Vec<StoreKey> = store.list_user("alice").await.expect("list").into_iter().map(|(k, _)| k).collect();
+    assert!(
+        listed.iter().all(|(_, l)| l.record.attrs.contains_key("device")),
+        "listings carry the record"
+    );
+    assert_eq!(
+        store.delete_user("alice", Some(&keys[0])).await.expect("revoke"),
+        1,
+        "one other live session"
+    );
+    let alice: Vec<StoreKey> = store
+        .list_user("alice")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(alice, vec![keys[0].clone()], "only the kept session remains");
     must_be_gone(&*store, &keys[1], &policy(), "a revoked session").await;
-    assert_eq!(store.list_user("bob").await.expect("list").len(), 1, "other users are untouched");
+    assert_eq!(
+        store.list_user("bob").await.expect("list").len(),
+        1,
+        "other users are untouched"
+    );
     assert_eq!(store.delete_user("alice", None).await.expect("revoke all"), 1);
     assert!(store.list_user("alice").await.expect("list").is_empty());
 }
@@ -275,33 +437,54 @@ pub async fn user_index<H: Harness>(h: &H) {
 pub async fn corrupt_record<H: Harness>(h: &H) {
     let store = h.store();
     let k = key();
-    store.create(&k, &record(&[("a", b"1")]), &policy()).await.expect("create");
+    store
+        .create(&k, &record(&[("a", b"1")]), &policy())
+        .await
+        .expect("create");
     h.corrupt(&k).await;
     match store.load(&k, &policy()).await {
         Err(Error::Corrupt(_)) => {}
         other => panic!("a corrupt record must load as Error::Corrupt, got {other:?}"),
     }
-    assert!(store.delete(&k).await.expect("delete corrupt"), "a corrupt record can be deleted");
-    store.create(&k, &record(&[("a", b"2")]), &policy()).await.expect("create after corrupt");
-    assert_eq!(must_load(&*store, &k, &policy()).await.record.attrs["a"], b"2".to_vec());
+    assert!(
+        store.delete(&k).await.expect("delete corrupt"),
+        "a corrupt record can be deleted"
+    );
+    store
+        .create(&k, &record(&[("a", b"2")]), &policy())
+        .await
+        .expect("create after corrupt");
+    assert_eq!(
+        must_load(&*store, &k, &policy()).await.record.attrs["a"],
+        b"2".to_vec()
+    );
 }
 
 /// Records above the size limit are refused on create and on apply, and nothing is written.
 pub async fn size_limit<H: Harness>(h: &H) {
     let store = h.store();
-    let tight = Policy { max_record_bytes: 256, ..policy() };
+    let tight = Policy {
+        max_record_bytes: 256,
+        ..policy()
+    };
     let k = key();
     match store.create(&k, &record(&[("big", &[7; 300])]), &tight).await {
         Err(Error::TooLarge { limit: 256, .. }) => {}
         other => panic!("an oversized create must be refused, got {other:?}"),
     }
     must_be_gone(&*store, &k, &tight, "a refused create").await;
-    store.create(&k, &record(&[("small", &[1; 100])]), &tight).await.expect("create within the limit");
+    store
+        .create(&k, &record(&[("small", &[1; 100])]), &tight)
+        .await
+        .expect("create within the limit");
     match store.apply(&k, &set("more", &[2; 200]), &tight).await {
         Err(Error::TooLarge { limit: 256, .. }) => {}
         other => panic!("a delta that grows the record past the limit must be refused, got {other:?}"),
     }
     let loaded = must_load(&*store, &k, &tight).await;
-    assert!(!loaded.record.attrs.contains_key("more"), "a refused delta writes nothing");
+    assert!(
+        !loaded.record.attrs.contains_key("more"),
+        "a refused delta writes nothing"
+    );
     assert_eq!(loaded.version, 1);
 }

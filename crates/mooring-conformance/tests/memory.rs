@@ -15,7 +15,10 @@ impl Harness for MemoryHarness {
     }
 
     async fn corrupt(&self, key: &StoreKey) {
-        assert!(self.0.overwrite_raw(key, vec![0xff, 0x00, 0x13]), "record to corrupt must exist");
+        assert!(
+            self.0.overwrite_raw(key, vec![0xff, 0x00, 0x13]),
+            "record to corrupt must exist"
+        );
     }
 }
 

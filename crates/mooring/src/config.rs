@@ -21,7 +21,9 @@ impl std::str::FromStr for SameSite {
             "strict" => Ok(Self::Strict),
             "lax" => Ok(Self::Lax),
             "none" => Ok(Self::None),
-            other => Err(format!("'{other}' is not a SameSite value; use lax, strict or none")),
+            other => Err(format!(
+                "'{other}' is not a SameSite value; use lax, strict or none"
+            )),
         }
     }
 }

@@ -55,17 +55,23 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, body) = match self {
-            Self::Store(_) | Self::Timeout(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "The service is briefly unavailable. Please retry.\n")
-            }
-            Self::Conflict => (StatusCode::CONFLICT, "The session changed concurrently. Please retry.\n"),
+            Self::Store(_) | Self::Timeout(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is briefly unavailable. Please retry.\n",
+            ),
+            Self::Conflict => (
+                StatusCode::CONFLICT,
+                "The session changed concurrently. Please retry.\n",
+            ),
             Self::TooLarge { .. } | Self::Corrupt(_) | Self::Encode(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal server error.\n")
             }
         };
         let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -51,7 +51,10 @@ impl SessionId {
 
     /// The key this session's record is stored under.
     pub fn store_key(&self) -> StoreKey {
-        let digest = Sha256::new().chain_update(b"mooring/store-key/v1\0").chain_update(self.0).finalize();
+        let digest = Sha256::new()
+            .chain_update(b"mooring/store-key/v1\0")
+            .chain_update(self.0)
+            .finalize();
         StoreKey(URL_SAFE_NO_PAD.encode(&digest[..16]))
     }
 }
@@ -83,7 +86,10 @@ impl StoreKey {
     /// A short digest (8 characters) that tells sessions apart in pages and logs without revealing anything
     /// that could be used to find or hijack the session.
     pub fn fingerprint(&self) -> String {
-        let digest = Sha256::new().chain_update(b"mooring/fingerprint/v1\0").chain_update(&self.0).finalize();
+        let digest = Sha256::new()
+            .chain_update(b"mooring/fingerprint/v1\0")
+            .chain_update(&self.0)
+            .finalize();
         URL_SAFE_NO_PAD.encode(&digest[..6])
     }
 }

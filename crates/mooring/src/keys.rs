@@ -36,7 +36,9 @@ pub const MIN_SECRET_LEN: usize = 32;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     /// The secret is shorter than [`MIN_SECRET_LEN`] bytes.
-    #[error("the key is {0} bytes long; at least 32 are required (generate one with: openssl rand -base64 32)")]
+    #[error(
+        "the key is {0} bytes long; at least 32 are required (generate one with: openssl rand -base64 32)"
+    )]
     TooShort(usize),
     /// A `base64:` secret is not valid base64.
     #[error("the key starts with 'base64:' but the rest is not valid base64")]
@@ -78,12 +80,14 @@ impl Subkeys {
         let mut enc = [0u8; 32];
         // 32 bytes is far below HKDF-SHA256's output limit, so expansion cannot fail.
         hk.expand(b"cookie-mac", &mut mac).expect("32-byte HKDF output");
-        hk.expand(b"value-encryption", &mut enc).expect("32-byte HKDF output");
+        hk.expand(b"value-encryption", &mut enc)
+            .expect("32-byte HKDF output");
         Self { mac, enc }
     }
 
     fn tag(&self, id: &SessionId) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.mac).expect("HMAC takes keys of any length");
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.mac).expect("HMAC takes keys of any length");
         mac.update(b"mooring/cookie/v1\0");
         mac.update(id.as_bytes());
         mac
@@ -103,7 +107,11 @@ pub struct Keys {
 
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Keys {{ current: <redacted>, previous: {} }}", self.previous.len())
+        write!(
+            f,
+            "Keys {{ current: <redacted>, previous: {} }}",
+            self.previous.len()
+        )
     }
 }
 
@@ -132,7 +140,10 @@ impl Keys {
                 return Err(KeyError::TooShort(secret.len()));
             }
         }
-        Ok(Self { current: Subkeys::derive(current), previous: previous.iter().map(|s| Subkeys::derive(s)).collect() })
+        Ok(Self {
+            current: Subkeys::derive(current),
+            previous: previous.iter().map(|s| Subkeys::derive(s)).collect(),
+        })
     }
 
     /// The signed cookie value for an id.
@@ -153,7 +164,10 @@ impl Keys {
         if self.current.tag(&id).verify_truncated_left(&tag).is_ok() {
             return Some(Verified::Current(id));
         }
-        self.previous.iter().any(|k| k.tag(&id).verify_truncated_left(&tag).is_ok()).then_some(Verified::Previous(id))
+        self.previous
+            .iter()
+            .any(|k| k.tag(&id).verify_truncated_left(&tag).is_ok())
+            .then_some(Verified::Previous(id))
     }
 
     /// Encrypts a value for attribute `name` of the session stored under `key`.
@@ -165,7 +179,13 @@ impl Keys {
         let sealed = self
             .current
             .cipher()
-            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad: &aad })
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
         out.push(SEALED);
@@ -218,7 +238,11 @@ mod tests {
         for bad in ["", ".", "garbage", &id.encode(), &"x".repeat(4096), "é.é"] {
             assert_eq!(k.verify(bad), None, "{bad:?}");
         }
-        assert_eq!(keys(B, &[]).verify(&cookie), None, "another secret must not verify");
+        assert_eq!(
+            keys(B, &[]).verify(&cookie),
+            None,
+            "another secret must not verify"
+        );
     }
 
     #[test]
@@ -226,10 +250,16 @@ mod tests {
         let old = keys(A, &[]);
         let rotated = keys(B, &[A]);
         let id = SessionId::generate();
-        assert_eq!(rotated.verify(&old.sign(&id)), Some(Verified::Previous(id.clone())));
+        assert_eq!(
+            rotated.verify(&old.sign(&id)),
+            Some(Verified::Previous(id.clone()))
+        );
         let sk = id.store_key();
         let sealed = old.seal(&sk, "cart", b"three apples");
-        assert_eq!(rotated.open(&sk, "cart", &sealed[1..]).as_deref(), Some(&b"three apples"[..]));
+        assert_eq!(
+            rotated.open(&sk, "cart", &sealed[1..]).as_deref(),
+            Some(&b"three apples"[..])
+        );
     }
 
     #[test]
@@ -240,7 +270,11 @@ mod tests {
         assert_eq!(sealed[0], SEALED);
         assert_eq!(k.open(&sk, "n", &sealed[1..]).as_deref(), Some(&b"42"[..]));
         assert_eq!(k.open(&sk, "m", &sealed[1..]), None, "moved to another attribute");
-        assert_eq!(k.open(&SessionId::generate().store_key(), "n", &sealed[1..]), None, "moved to another session");
+        assert_eq!(
+            k.open(&SessionId::generate().store_key(), "n", &sealed[1..]),
+            None,
+            "moved to another session"
+        );
         assert_eq!(k.open(&sk, "n", &sealed[1..10]), None, "truncated");
     }
 

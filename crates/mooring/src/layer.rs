@@ -26,7 +26,10 @@ impl<S> Layer<S> for SessionLayer {
     type Service = SessionService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SessionService { inner, shared: Arc::clone(&self.shared) }
+        SessionService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -52,7 +55,9 @@ impl Shared {
         let mut rejected = false;
         for value in all.iter().filter_map(|v| v.to_str().ok()) {
             for pair in value.split(';') {
-                let Some((name, val)) = pair.trim().split_once('=') else { continue };
+                let Some((name, val)) = pair.trim().split_once('=') else {
+                    continue;
+                };
                 if name.trim() != self.config.cookie_name {
                     continue;
                 }
@@ -64,7 +69,9 @@ impl Shared {
             }
         }
         if rejected {
-            self.stats.cookies_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .cookies_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(None)
     }
@@ -97,7 +104,10 @@ impl Shared {
 fn plain<B: From<&'static str>>(status: StatusCode, body: &'static str) -> Response<B> {
     let mut response = Response::new(B::from(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -125,7 +135,10 @@ where
             let cookie = match shared.read_cookie(req.headers()) {
                 Ok(cookie) => cookie,
                 Err(CookieHeaderTooLarge) => {
-                    return Ok(plain(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Cookie header too large.\n"));
+                    return Ok(plain(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "Cookie header too large.\n",
+                    ));
                 }
             };
             let session = Session::new(Arc::clone(&shared), cookie);
@@ -145,9 +158,13 @@ where
                     // The handler's work on the session was not saved: answering as if it were would lie. The
                     // client keeps its cookie and retries.
                     tracing::warn!(error = %err, "session could not be saved; answering 503");
-                    let mut unavailable =
-                        plain(StatusCode::SERVICE_UNAVAILABLE, "The service is briefly unavailable. Please retry.\n");
-                    unavailable.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    let mut unavailable = plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The service is briefly unavailable. Please retry.\n",
+                    );
+                    unavailable
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     response = unavailable;
                 }
             }

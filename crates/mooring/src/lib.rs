@@ -50,5 +50,5 @@ pub use keys::Keys;
 pub use layer::{SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use record::{Applied, Delta, Loaded, Policy, Record, now_ms};
-pub use store::SessionStore;
 pub use session::{Session, SessionInfo, SessionManager, SessionStats};
+pub use store::SessionStore;

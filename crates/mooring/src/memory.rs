@@ -77,7 +77,10 @@ fn decode(entry: &Entry) -> Result<Record> {
 fn check_size(record: &Record, policy: &Policy) -> Result<Vec<u8>> {
     let size = record.encoded_len();
     if size > policy.max_record_bytes {
-        return Err(Error::TooLarge { size, limit: policy.max_record_bytes });
+        return Err(Error::TooLarge {
+            size,
+            limit: policy.max_record_bytes,
+        });
     }
     Ok(record.encode())
 }
@@ -87,14 +90,20 @@ impl SessionStore for MemoryStore {
     async fn load(&self, key: &StoreKey, policy: &Policy) -> Result<Option<Loaded>> {
         let now = now_ms();
         let mut map = self.lock();
-        let Some(entry) = map.entries.get_mut(key) else { return Ok(None) };
+        let Some(entry) = map.entries.get_mut(key) else {
+            return Ok(None);
+        };
         if !entry.live(now) {
             map.entries.remove(key);
             return Ok(None);
         }
         let record = decode(entry)?;
         entry.expires_at = policy.expires_at(now, entry.deadline);
-        Ok(Some(Loaded { record, version: entry.version, expires_at: entry.expires_at }))
+        Ok(Some(Loaded {
+            record,
+            version: entry.version,
+            expires_at: entry.expires_at,
+        }))
     }
 
     async fn create(&self, key: &StoreKey, record: &Record, policy: &Policy) -> Result<()> {
@@ -122,7 +131,9 @@ impl SessionStore for MemoryStore {
     async fn apply(&self, key: &StoreKey, delta: &Delta, policy: &Policy) -> Result<Applied> {
         let now = now_ms();
         let mut map = self.lock();
-        let Some(entry) = map.entries.get_mut(key) else { return Ok(Applied::Missing) };
+        let Some(entry) = map.entries.get_mut(key) else {
+            return Ok(Applied::Missing);
+        };
         if !entry.live(now) {
             map.entries.remove(key);
             return Ok(Applied::Missing);
@@ -130,7 +141,9 @@ impl SessionStore for MemoryStore {
         if let Some(expected) = delta.expected_version
             && expected != entry.version
         {
-            return Ok(Applied::Conflict { current: entry.version });
+            return Ok(Applied::Conflict {
+                current: entry.version,
+            });
         }
         let mut record = decode(entry)?;
         record.apply(delta);
@@ -138,7 +151,9 @@ impl SessionStore for MemoryStore {
         entry.version += 1;
         entry.user = record.user;
         entry.expires_at = policy.expires_at(now, entry.deadline);
-        Ok(Applied::Saved { version: entry.version })
+        Ok(Applied::Saved {
+            version: entry.version,
+        })
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<bool> {
@@ -153,7 +168,14 @@ impl SessionStore for MemoryStore {
         for (key, entry) in &map.entries {
             if entry.live(now) && entry.user.as_deref() == Some(user) {
                 let record = decode(entry)?;
-                out.push((key.clone(), Loaded { record, version: entry.version, expires_at: entry.expires_at }));
+                out.push((
+                    key.clone(),
+                    Loaded {
+                        record,
+                        version: entry.version,
+                        expires_at: entry.expires_at,
+                    },
+                ));
             }
         }
         Ok(out)

@@ -113,7 +113,10 @@ impl Policy {
 
 /// The current time in unix milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Why bytes could not be decoded as a record.
@@ -152,9 +155,16 @@ impl Record {
         let text = |s: &str| varint_len(s.len() as u64) + s.len();
         1 + varint_len(self.created_at)
             + varint_len(self.deadline)
-            + self.user.as_deref().map_or(1, |u| varint_len(u.len() as u64 + 1) + u.len())
+            + self
+                .user
+                .as_deref()
+                .map_or(1, |u| varint_len(u.len() as u64 + 1) + u.len())
             + varint_len(self.attrs.len() as u64)
-            + self.attrs.iter().map(|(k, v)| text(k) + varint_len(v.len() as u64) + v.len()).sum::<usize>()
+            + self
+                .attrs
+                .iter()
+                .map(|(k, v)| text(k) + varint_len(v.len() as u64) + v.len())
+                .sum::<usize>()
     }
 
     /// Encodes the record in the current binary format.
@@ -211,7 +221,12 @@ impl Record {
         if !r.0.is_empty() {
             return Err(CodecError::TrailingBytes);
         }
-        Ok(Self { created_at, deadline, user, attrs })
+        Ok(Self {
+            created_at,
+            deadline,
+            user,
+            attrs,
+        })
     }
 }
 
@@ -282,9 +297,18 @@ mod tests {
             any::<u64>(),
             any::<u64>(),
             proptest::option::of("[a-z0-9@.]{0,40}"),
-            proptest::collection::btree_map("[a-z_.]{1,20}", proptest::collection::vec(any::<u8>(), 0..64), 0..8),
+            proptest::collection::btree_map(
+                "[a-z_.]{1,20}",
+                proptest::collection::vec(any::<u8>(), 0..64),
+                0..8,
+            ),
         )
-            .prop_map(|(created_at, deadline, user, attrs)| Record { created_at, deadline, user, attrs })
+            .prop_map(|(created_at, deadline, user, attrs)| Record {
+                created_at,
+                deadline,
+                user,
+                attrs,
+            })
     }
 
     proptest! {
@@ -311,7 +335,11 @@ mod tests {
 
     #[test]
     fn small_session_is_compact() {
-        let mut r = Record { created_at: now_ms(), deadline: now_ms() + 3_600_000, ..Record::default() };
+        let mut r = Record {
+            created_at: now_ms(),
+            deadline: now_ms() + 3_600_000,
+            ..Record::default()
+        };
         r.attrs.insert("n".into(), vec![0x01, 0x05]);
         assert!(r.encoded_len() < 24, "{} bytes", r.encoded_len());
     }
@@ -338,7 +366,10 @@ mod tests {
 
     #[test]
     fn expiry_is_capped_by_the_deadline() {
-        let p = Policy { idle: Duration::from_secs(60), max_record_bytes: 1024 };
+        let p = Policy {
+            idle: Duration::from_secs(60),
+            max_record_bytes: 1024,
+        };
         assert_eq!(p.expires_at(1_000, 1_000_000), 61_000);
         assert_eq!(p.expires_at(1_000, 30_000), 30_000);
     }

@@ -81,7 +81,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn policy(&self) -> Policy {
-        Policy { idle: self.config.idle, max_record_bytes: self.config.max_record_bytes }
+        Policy {
+            idle: self.config.idle,
+            max_record_bytes: self.config.max_record_bytes,
+        }
     }
 
     /// Runs one store call under the configured timeout, counting failures.
@@ -110,19 +113,30 @@ pub struct SessionManager {
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionManager").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("SessionManager")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl SessionManager {
     /// A manager over `store`, signing cookies with `keys`.
     pub fn new(store: Arc<dyn SessionStore>, keys: Keys, config: SessionConfig) -> Self {
-        Self { shared: Arc::new(Shared { store, keys, config, stats: SessionStats::default() }) }
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                keys,
+                config,
+                stats: SessionStats::default(),
+            }),
+        }
     }
 
     /// The tower layer that gives every request a [`Session`].
     pub fn layer(&self) -> crate::layer::SessionLayer {
-        crate::layer::SessionLayer { shared: Arc::clone(&self.shared) }
+        crate::layer::SessionLayer {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// What the engine has counted so far.
@@ -239,7 +253,13 @@ impl SessionInfo {
 
 impl Session {
     pub(crate) fn new(shared: Arc<Shared>, cookie: Option<(SessionId, bool)>) -> Self {
-        Self { shared, state: Arc::new(Mutex::new(State { cookie, ..State::default() })) }
+        Self {
+            shared,
+            state: Arc::new(Mutex::new(State {
+                cookie,
+                ..State::default()
+            })),
+        }
     }
 
     /// Opens a stored value: strips the envelope, decrypting if sealed. `None` if it cannot be opened.
@@ -311,12 +331,21 @@ impl Session {
     }
 
     fn projected_len(&self, st: &State, name: &str, len: usize) -> usize {
-        let overhead = 1 + if self.shared.config.encrypt { SEAL_OVERHEAD } else { 0 };
+        let overhead = 1 + if self.shared.config.encrypt {
+            SEAL_OVERHEAD
+        } else {
+            0
+        };
         let record = Record {
             created_at: st.created_at,
             deadline: st.deadline,
             user: st.user.clone(),
-            attrs: st.attrs.iter().filter(|(k, _)| k.as_str() != name).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            attrs: st
+                .attrs
+                .iter()
+                .filter(|(k, _)| k.as_str() != name)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         record.encoded_len() + st.attrs.len().saturating_sub(1) * overhead + name.len() + len + overhead + 8
     }
@@ -325,7 +354,10 @@ impl Session {
         let projected = self.projected_len(st, name, plain.len());
         let limit = self.shared.config.max_record_bytes;
         if projected > limit {
-            return Err(Error::TooLarge { size: projected, limit });
+            return Err(Error::TooLarge {
+                size: projected,
+                limit,
+            });
         }
         st.attrs.insert(name.to_owned(), plain);
         st.remove.remove(name);
@@ -374,8 +406,11 @@ impl Session {
     pub async fn flash(&self, message: impl Into<String>) -> Result<()> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        let mut messages: Vec<String> =
-            st.attrs.get(FLASH).and_then(|b| rmp_serde::from_slice(b).ok()).unwrap_or_default();
+        let mut messages: Vec<String> = st
+            .attrs
+            .get(FLASH)
+            .and_then(|b| rmp_serde::from_slice(b).ok())
+            .unwrap_or_default();
         messages.push(message.into());
         let plain = rmp_serde::to_vec(&messages).map_err(|e| Error::Encode(e.to_string()))?;
         self.put(&mut st, FLASH, plain)
@@ -385,7 +420,9 @@ impl Session {
     pub async fn take_flashes(&self) -> Result<Vec<String>> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        Ok(Self::take(&mut st, FLASH).and_then(|b| rmp_serde::from_slice(&b).ok()).unwrap_or_default())
+        Ok(Self::take(&mut st, FLASH)
+            .and_then(|b| rmp_serde::from_slice(&b).ok())
+            .unwrap_or_default())
     }
 
     /// The session's CSRF token, created on first use. Embed it in forms; check it with
@@ -393,11 +430,16 @@ impl Session {
     pub async fn csrf_token(&self) -> Result<String> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        if let Some(token) = st.attrs.get(CSRF).and_then(|b| rmp_serde::from_slice::<String>(b).ok()) {
+        if let Some(token) = st
+            .attrs
+            .get(CSRF)
+            .and_then(|b| rmp_serde::from_slice::<String>(b).ok())
+        {
             return Ok(token);
         }
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Encode(format!("no randomness for a CSRF token: {e}")))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| Error::Encode(format!("no randomness for a CSRF token: {e}")))?;
         let token = URL_SAFE_NO_PAD.encode(bytes);
         let plain = rmp_serde::to_vec(&token).map_err(|e| Error::Encode(e.to_string()))?;
         self.put(&mut st, CSRF, plain)?;
@@ -408,7 +450,11 @@ impl Session {
     pub async fn verify_csrf(&self, submitted: &str) -> Result<bool> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        let Some(token) = st.attrs.get(CSRF).and_then(|b| rmp_serde::from_slice::<String>(b).ok()) else {
+        let Some(token) = st
+            .attrs
+            .get(CSRF)
+            .and_then(|b| rmp_serde::from_slice::<String>(b).ok())
+        else {
             return Ok(false);
         };
         Ok(!submitted.is_empty() && bool::from(token.as_bytes().ct_eq(submitted.as_bytes())))
@@ -468,14 +514,20 @@ impl Session {
     pub async fn fingerprint(&self) -> Result<String> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        Ok(st.id.as_ref().map(|id| id.store_key().fingerprint()).unwrap_or_default())
+        Ok(st
+            .id
+            .as_ref()
+            .map(|id| id.store_key().fingerprint())
+            .unwrap_or_default())
     }
 
     /// The signed-in user's live sessions (empty when signed out).
     pub async fn user_sessions(&self) -> Result<Vec<SessionInfo>> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        let Some(user) = st.user.clone() else { return Ok(Vec::new()) };
+        let Some(user) = st.user.clone() else {
+            return Ok(Vec::new());
+        };
         let current = st.version.and(st.id.as_ref().map(SessionId::store_key));
         let listed = self.shared.timed(self.shared.store.list_user(&user)).await?;
         let idle = self.shared.config.idle.as_millis() as u64;
@@ -486,7 +538,10 @@ impl Session {
                 fingerprint: key.fingerprint(),
                 current: Some(&key) == current.as_ref(),
                 created_at: loaded.record.created_at,
-                last_seen: loaded.expires_at.saturating_sub(idle).clamp(loaded.record.created_at, now),
+                last_seen: loaded
+                    .expires_at
+                    .saturating_sub(idle)
+                    .clamp(loaded.record.created_at, now),
                 attrs: self.open_all(&key, loaded.record.attrs),
             })
             .collect())
@@ -498,7 +553,9 @@ impl Session {
         self.ensure_loaded(&mut st).await?;
         let Some(user) = st.user.clone() else { return Ok(0) };
         let keep = st.version.and(st.id.as_ref().map(SessionId::store_key));
-        self.shared.timed(self.shared.store.delete_user(&user, keep.as_ref())).await
+        self.shared
+            .timed(self.shared.store.delete_user(&user, keep.as_ref()))
+            .await
     }
 
     /// Saves pending changes now instead of after the handler, so the handler can react to a failure.
@@ -559,9 +616,15 @@ impl Session {
                     created_at: st.created_at,
                     deadline: st.deadline,
                     user: st.user.clone(),
-                    attrs: st.attrs.iter().map(|(n, v)| (n.clone(), self.seal_value(&key, n, v))).collect(),
+                    attrs: st
+                        .attrs
+                        .iter()
+                        .map(|(n, v)| (n.clone(), self.seal_value(&key, n, v)))
+                        .collect(),
                 };
-                shared.timed(shared.store.create(&key, &record, &shared.policy())).await?;
+                shared
+                    .timed(shared.store.create(&key, &record, &shared.policy()))
+                    .await?;
                 bump(&shared.stats.created);
                 st.version = Some(1);
                 st.clear_pending();
@@ -582,12 +645,19 @@ impl Session {
             }
             Some(version) if st.dirty() => {
                 let delta = Delta {
-                    set: st.set.iter().filter_map(|n| Some((n.clone(), self.seal_value(&key, n, st.attrs.get(n)?)))).collect(),
+                    set: st
+                        .set
+                        .iter()
+                        .filter_map(|n| Some((n.clone(), self.seal_value(&key, n, st.attrs.get(n)?))))
+                        .collect(),
                     remove: st.remove.clone(),
                     user: st.user_changed.then(|| st.user.clone()),
                     expected_version: compare_and_set.then_some(version),
                 };
-                match shared.timed(shared.store.apply(&key, &delta, &shared.policy())).await? {
+                match shared
+                    .timed(shared.store.apply(&key, &delta, &shared.policy()))
+                    .await?
+                {
                     Applied::Saved { version } => {
                         bump(&shared.stats.saved);
                         st.version = Some(version);

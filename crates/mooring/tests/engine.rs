@@ -31,7 +31,9 @@ impl Switch {
     fn check(&self) -> mooring::Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
-            return Err(Error::store(std::io::Error::other("connection refused (store down)")));
+            return Err(Error::store(std::io::Error::other(
+                "connection refused (store down)",
+            )));
         }
         Ok(())
     }
@@ -165,11 +167,19 @@ fn fixture_with(keys: Keys, config: SessionConfig) -> Fixture {
         .route("/flashes", get(|s: Session| async move { Ok::<_, Error>(s.take_flashes().await?.join(",")) }))
         .with_state(pause.clone())
         .layer(manager.layer());
-    Fixture { store, manager, app, pause }
+    Fixture {
+        store,
+        manager,
+        app,
+        pause,
+    }
 }
 
 fn fixture() -> Fixture {
-    fixture_with(Keys::new(SECRET, &[]).expect("keys"), SessionConfig::default().with_cookie_name("sid"))
+    fixture_with(
+        Keys::new(SECRET, &[]).expect("keys"),
+        SessionConfig::default().with_cookie_name("sid"),
+    )
 }
 
 async fn send(app: &Router, uri: &str, cookie: Option<&str>) -> Response<Body> {
@@ -177,11 +187,16 @@ async fn send(app: &Router, uri: &str, cookie: Option<&str>) -> Response<Body> {
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, c);
     }
-    app.clone().oneshot(req.body(Body::empty()).expect("request")).await.expect("infallible")
+    app.clone()
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible")
 }
 
 fn set_cookie(res: &Response<Body>) -> Option<String> {
-    res.headers().get(header::SET_COOKIE).map(|v| v.to_str().expect("ascii").to_owned())
+    res.headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().expect("ascii").to_owned())
 }
 
 /// The `name=value` pair of a Set-Cookie header.
@@ -190,7 +205,9 @@ fn pair(set_cookie: &str) -> String {
 }
 
 async fn body(res: Response<Body>) -> String {
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.expect("body");
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("body");
     String::from_utf8(bytes.to_vec()).expect("utf-8")
 }
 
@@ -203,7 +220,11 @@ async fn untouched_sessions_cost_no_store_call() {
     // A read of a session that does not exist creates nothing either.
     let res = send(&f.app, "/read", None).await;
     assert_eq!(body(res).await, "0");
-    assert_eq!(f.store.calls.load(Ordering::SeqCst), 0, "no cookie, nothing to load, nothing to save");
+    assert_eq!(
+        f.store.calls.load(Ordering::SeqCst),
+        0,
+        "no cookie, nothing to load, nothing to save"
+    );
     // With a cookie but a route that never touches the session: still no call.
     let cookie = pair(&set_cookie(&send(&f.app, "/incr", None).await).expect("cookie"));
     let before = f.store.calls.load(Ordering::SeqCst);
@@ -225,17 +246,30 @@ async fn a_session_round_trips_with_one_call_per_read() {
     assert_eq!(body(res).await, "2");
     let before = f.store.calls.load(Ordering::SeqCst);
     assert_eq!(body(send(&f.app, "/read", Some(&cookie)).await).await, "2");
-    assert_eq!(f.store.calls.load(Ordering::SeqCst) - before, 1, "a read is one store call");
+    assert_eq!(
+        f.store.calls.load(Ordering::SeqCst) - before,
+        1,
+        "a read is one store call"
+    );
     let before = f.store.calls.load(Ordering::SeqCst);
     send(&f.app, "/incr", Some(&cookie)).await;
-    assert_eq!(f.store.calls.load(Ordering::SeqCst) - before, 2, "a read-modify-write is two");
+    assert_eq!(
+        f.store.calls.load(Ordering::SeqCst) - before,
+        2,
+        "a read-modify-write is two"
+    );
 }
 
 #[tokio::test]
 async fn forged_and_garbled_cookies_never_reach_the_store() {
     let f = fixture();
     let good = pair(&set_cookie(&send(&f.app, "/incr", None).await).expect("cookie"));
-    let id = good.trim_start_matches("sid=").split('.').next().expect("id").to_owned();
+    let id = good
+        .trim_start_matches("sid=")
+        .split('.')
+        .next()
+        .expect("id")
+        .to_owned();
     let before = f.store.calls.load(Ordering::SeqCst);
     for bad in [
         format!("sid={id}.AAAAAAAAAAAAAAAAAAAAAA"),
@@ -247,13 +281,24 @@ async fn forged_and_garbled_cookies_never_reach_the_store() {
     ] {
         let res = send(&f.app, "/read", Some(&bad)).await;
         assert_eq!(res.status(), StatusCode::OK, "{bad}");
-        assert_eq!(set_cookie(&res), None, "a read must not replace the client's cookie: {bad}");
+        assert_eq!(
+            set_cookie(&res),
+            None,
+            "a read must not replace the client's cookie: {bad}"
+        );
         assert_eq!(body(res).await, "0");
     }
-    assert_eq!(f.store.calls.load(Ordering::SeqCst), before, "no lookup for a cookie whose MAC fails");
+    assert_eq!(
+        f.store.calls.load(Ordering::SeqCst),
+        before,
+        "no lookup for a cookie whose MAC fails"
+    );
     assert_eq!(f.manager.stats().cookies_rejected.load(Ordering::Relaxed), 6);
     // Another cookie beside ours does not disturb it.
-    assert_eq!(body(send(&f.app, "/read", Some(&format!("other=1; {good}; x=y"))).await).await, "1");
+    assert_eq!(
+        body(send(&f.app, "/read", Some(&format!("other=1; {good}; x=y"))).await).await,
+        "1"
+    );
 }
 
 #[tokio::test]
@@ -274,13 +319,27 @@ async fn a_store_down_at_load_gives_503_and_keeps_the_cookie() {
     for uri in ["/read", "/incr"] {
         let res = send(&f.app, uri, Some(&cookie)).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
-        assert_eq!(res.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
-        assert_eq!(set_cookie(&res), None, "never a new session while the store is down");
+        assert_eq!(
+            res.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            set_cookie(&res),
+            None,
+            "never a new session while the store is down"
+        );
         let text = body(res).await;
-        assert!(!text.contains("refused"), "no internal detail in the response: {text}");
+        assert!(
+            !text.contains("refused"),
+            "no internal detail in the response: {text}"
+        );
     }
     f.store.down.store(false, Ordering::SeqCst);
-    assert_eq!(body(send(&f.app, "/incr", Some(&cookie)).await).await, "2", "the session survived the outage");
+    assert_eq!(
+        body(send(&f.app, "/incr", Some(&cookie)).await).await,
+        "2",
+        "the session survived the outage"
+    );
 }
 
 #[tokio::test]
@@ -297,7 +356,11 @@ async fn a_store_that_fails_mid_request_gives_503_and_loses_nothing() {
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(set_cookie(&res), None);
     f.store.down.store(false, Ordering::SeqCst);
-    assert_eq!(body(send(&f.app, "/read", Some(&cookie)).await).await, "1", "the unsaved write was not reported");
+    assert_eq!(
+        body(send(&f.app, "/read", Some(&cookie)).await).await,
+        "1",
+        "the unsaved write was not reported"
+    );
 }
 
 #[tokio::test]
@@ -329,10 +392,17 @@ async fn a_slow_store_times_out_into_503() {
         }
     }
     let keys = Keys::new(SECRET, &[]).expect("keys");
-    let config = SessionConfig::default().with_cookie_name("sid").with_store_timeout(Duration::from_millis(200));
+    let config = SessionConfig::default()
+        .with_cookie_name("sid")
+        .with_store_timeout(Duration::from_millis(200));
     let manager = SessionManager::new(Arc::new(Slow), keys.clone(), config.clone());
     let app = Router::new()
-        .route("/read", get(|s: Session| async move { Ok::<_, Error>(s.get::<u64>("n").await?.unwrap_or(0).to_string()) }))
+        .route(
+            "/read",
+            get(
+                |s: Session| async move { Ok::<_, Error>(s.get::<u64>("n").await?.unwrap_or(0).to_string()) },
+            ),
+        )
         .layer(manager.layer());
     // A cookie signed with the same keys by another manager.
     let other = fixture_with(keys, config);
@@ -351,7 +421,11 @@ async fn login_rotates_the_id_and_the_old_one_is_dead() {
     let res = send(&f.app, "/login", Some(&before)).await;
     let after = pair(&set_cookie(&res).expect("rotation sets a new cookie"));
     assert_ne!(before, after);
-    assert_eq!(body(send(&f.app, "/read", Some(&after)).await).await, "1", "data moves to the new id");
+    assert_eq!(
+        body(send(&f.app, "/read", Some(&after)).await).await,
+        "1",
+        "data moves to the new id"
+    );
     let res = send(&f.app, "/read", Some(&before)).await;
     assert_eq!(body(res).await, "0", "the old id is dead");
 }
@@ -363,8 +437,15 @@ async fn logout_deletes_the_session_and_clears_the_cookie() {
     let res = send(&f.app, "/logout", Some(&cookie)).await;
     let fresh = set_cookie(&res).expect("a fresh session carries the flash");
     assert_ne!(pair(&fresh), cookie);
-    assert_eq!(body(send(&f.app, "/read", Some(&cookie)).await).await, "0", "the old session is gone");
-    assert_eq!(body(send(&f.app, "/flashes", Some(&pair(&fresh))).await).await, "signed out");
+    assert_eq!(
+        body(send(&f.app, "/read", Some(&cookie)).await).await,
+        "0",
+        "the old session is gone"
+    );
+    assert_eq!(
+        body(send(&f.app, "/flashes", Some(&pair(&fresh))).await).await,
+        "signed out"
+    );
 }
 
 #[tokio::test]
@@ -387,7 +468,10 @@ async fn a_corrupt_record_reads_as_absent_and_is_counted() {
     assert_eq!(f.manager.stats().loads_corrupt.load(Ordering::Relaxed), 1);
     let res = send(&f.app, "/incr", Some(&cookie)).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(set_cookie(&res).is_some(), "a write after a corrupt record starts a new session");
+    assert!(
+        set_cookie(&res).is_some(),
+        "a write after a corrupt record starts a new session"
+    );
 }
 
 /// Overwrites every record the memory store holds with undecodable bytes; returns how many there were.
@@ -403,15 +487,34 @@ async fn corrupt_all(store: &Switch) -> usize {
 async fn values_are_sealed_at_rest_when_encryption_is_on() {
     let f = fixture_with(
         Keys::new(SECRET, &[]).expect("keys"),
-        SessionConfig::default().with_cookie_name("sid").with_encryption(true),
+        SessionConfig::default()
+            .with_cookie_name("sid")
+            .with_encryption(true),
     );
-    let cookie = pair(&set_cookie(&send(&f.app, "/set/secret/plaintext-marker", None).await).expect("cookie"));
+    let cookie =
+        pair(&set_cookie(&send(&f.app, "/set/secret/plaintext-marker", None).await).expect("cookie"));
     let key = f.store.inner.keys().pop().expect("one record");
-    let raw = f.store.inner.load(&key, &Policy { idle: Duration::from_secs(60), max_record_bytes: 1 << 16 }).await;
+    let raw = f
+        .store
+        .inner
+        .load(
+            &key,
+            &Policy {
+                idle: Duration::from_secs(60),
+                max_record_bytes: 1 << 16,
+            },
+        )
+        .await;
     let raw = raw.expect("load").expect("record");
     let stored = &raw.record.attrs["secret"];
-    assert!(!stored.windows(16).any(|w| w == b"plaintext-marker"), "value must not be stored in clear");
-    assert_eq!(body(send(&f.app, "/get/secret", Some(&cookie)).await).await, "plaintext-marker");
+    assert!(
+        !stored.windows(16).any(|w| w == b"plaintext-marker"),
+        "value must not be stored in clear"
+    );
+    assert_eq!(
+        body(send(&f.app, "/get/secret", Some(&cookie)).await).await,
+        "plaintext-marker"
+    );
 }
 
 #[tokio::test]
@@ -419,15 +522,29 @@ async fn a_rotated_app_key_keeps_sessions_and_re_signs_the_cookie() {
     let old_keys = Keys::new(SECRET, &[]).expect("keys");
     let f = fixture_with(old_keys, SessionConfig::default().with_cookie_name("sid"));
     let old_cookie = pair(&set_cookie(&send(&f.app, "/incr", None).await).expect("cookie"));
-    let rotated = Keys::new(b"the brand new secret, also 32 bytes or more", &[SECRET.to_vec()]).expect("keys");
-    let manager = SessionManager::new(f.store.clone(), rotated, SessionConfig::default().with_cookie_name("sid"));
+    let rotated =
+        Keys::new(b"the brand new secret, also 32 bytes or more", &[SECRET.to_vec()]).expect("keys");
+    let manager = SessionManager::new(
+        f.store.clone(),
+        rotated,
+        SessionConfig::default().with_cookie_name("sid"),
+    );
     let app = Router::new()
-        .route("/read", get(|s: Session| async move { Ok::<_, Error>(s.get::<u64>("n").await?.unwrap_or(0).to_string()) }))
+        .route(
+            "/read",
+            get(
+                |s: Session| async move { Ok::<_, Error>(s.get::<u64>("n").await?.unwrap_or(0).to_string()) },
+            ),
+        )
         .layer(manager.layer());
     let res = send(&app, "/read", Some(&old_cookie)).await;
     let resigned = pair(&set_cookie(&res).expect("re-signed with the current key"));
     assert_eq!(body(res).await, "1", "nobody is logged out by a key rotation");
-    assert_eq!(resigned.split('.').next(), old_cookie.split('.').next(), "same id, new signature");
+    assert_eq!(
+        resigned.split('.').next(),
+        old_cookie.split('.').next(),
+        "same id, new signature"
+    );
     assert_ne!(resigned, old_cookie);
     let res = send(&app, "/read", Some(&resigned)).await;
     assert_eq!(set_cookie(&res), None);
@@ -442,7 +559,11 @@ async fn concurrent_requests_keep_every_attribute_and_every_hit() {
     for i in 0..200 {
         let (app, cookie) = (f.app.clone(), cookie.clone());
         tasks.push(tokio::spawn(async move {
-            let uri = if i % 2 == 0 { format!("/set/a{i}/v{i}") } else { "/hits".to_owned() };
+            let uri = if i % 2 == 0 {
+                format!("/set/a{i}/v{i}")
+            } else {
+                "/hits".to_owned()
+            };
             send(&app, &uri, Some(&cookie)).await.status()
         }));
     }
@@ -450,7 +571,14 @@ async fn concurrent_requests_keep_every_attribute_and_every_hit() {
         assert_eq!(t.await.expect("task"), StatusCode::OK);
     }
     for i in (0..200).step_by(2) {
-        assert_eq!(body(send(&f.app, &format!("/get/a{i}"), Some(&cookie)).await).await, format!("v{i}"));
+        assert_eq!(
+            body(send(&f.app, &format!("/get/a{i}"), Some(&cookie)).await).await,
+            format!("v{i}")
+        );
     }
-    assert_eq!(body(send(&f.app, "/hits", Some(&cookie)).await).await, "102", "1 + 100 + 1 hits, none lost");
+    assert_eq!(
+        body(send(&f.app, "/hits", Some(&cookie)).await).await,
+        "102",
+        "1 + 100 + 1 hits, none lost"
+    );
 }

@@ -49,7 +49,11 @@ struct CsrfOnly {
 
 async fn register_form(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
     let layout = Layout::new(&state, &session, true).await?;
-    Ok(render(&RegisterPage { layout, email: String::new(), errors: Vec::new() }))
+    Ok(render(&RegisterPage {
+        layout,
+        email: String::new(),
+        errors: Vec::new(),
+    }))
 }
 
 fn normalize_email(email: &str) -> String {
@@ -80,7 +84,11 @@ async fn register(
     if errors.is_empty() {
         let hash = auth::hash_password(form.password).await?;
         if state.db.create_user(&email, &hash).await? {
-            let user = state.db.user_by_email(&email).await?.ok_or_else(|| AppError::Internal("new user vanished".into()))?;
+            let user = state
+                .db
+                .user_by_email(&email)
+                .await?
+                .ok_or_else(|| AppError::Internal("new user vanished".into()))?;
             auth::sign_in(&session, user.id, &user.email, &client).await?;
             session.flash("Welcome! Your account is ready.").await?;
             return Ok(Redirect::to("/dashboard").into_response());
@@ -88,7 +96,11 @@ async fn register(
         errors.push("That email is already registered. Sign in instead.".to_owned());
     }
     let layout = Layout::new(&state, &session, true).await?;
-    let mut response = render(&RegisterPage { layout, email, errors });
+    let mut response = render(&RegisterPage {
+        layout,
+        email,
+        errors,
+    });
     *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
     Ok(response)
 }
@@ -98,7 +110,11 @@ async fn login_form(State(state): State<AppState>, session: Session) -> Result<R
         return Ok(Redirect::to("/dashboard").into_response());
     }
     let layout = Layout::new(&state, &session, true).await?;
-    Ok(render(&LoginPage { layout, email: String::new(), errors: Vec::new() }))
+    Ok(render(&LoginPage {
+        layout,
+        email: String::new(),
+        errors: Vec::new(),
+    }))
 }
 
 async fn login(
@@ -109,7 +125,11 @@ async fn login(
 ) -> Result<Response, AppError> {
     auth::check_csrf(&session, &form.csrf).await?;
     let email = normalize_email(&form.email);
-    let user = if form.password.len() <= 1024 { state.db.user_by_email(&email).await? } else { None };
+    let user = if form.password.len() <= 1024 {
+        state.db.user_by_email(&email).await?
+    } else {
+        None
+    };
     let ok = auth::verify_password(form.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     match user {
         Some(user) if ok => {
@@ -119,7 +139,11 @@ async fn login(
         _ => {
             let layout = Layout::new(&state, &session, true).await?;
             let errors = vec!["Email or password is incorrect.".to_owned()];
-            let mut response = render(&LoginPage { layout, email, errors });
+            let mut response = render(&LoginPage {
+                layout,
+                email,
+                errors,
+            });
             *response.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
             Ok(response)
         }

@@ -15,15 +15,28 @@ use serde_json::json;
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready))
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
     if !state.is_accepting() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting down" }))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "shutting down" })),
+        )
+            .into_response();
     }
-    let timeout = state.sessions.config().idle_timeout().min(std::time::Duration::from_secs(2));
-    let (store, db) = tokio::join!(state.sessions.ping(), tokio::time::timeout(timeout, state.db.ping()));
+    let timeout = state
+        .sessions
+        .config()
+        .idle_timeout()
+        .min(std::time::Duration::from_secs(2));
+    let (store, db) = tokio::join!(
+        state.sessions.ping(),
+        tokio::time::timeout(timeout, state.db.ping())
+    );
     let store_ok = store.is_ok();
     let db_ok = matches!(db, Ok(Ok(())));
     if let Err(err) = &store {
@@ -34,7 +47,11 @@ async fn ready(State(state): State<AppState>) -> Response {
         Err(_) => tracing::warn!("readiness: database did not answer in time"),
         Ok(Ok(())) => {}
     }
-    let status = if store_ok && db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if store_ok && db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let body = json!({
         "status": if status == StatusCode::OK { "ready" } else { "unavailable" },

@@ -15,7 +15,9 @@ use crate::pages::{ItemView, ItemsPage, Layout, render, timestamp};
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/items", get(list).post(add)).route("/items/{id}/delete", post(delete))
+    Router::new()
+        .route("/items", get(list).post(add))
+        .route("/items/{id}/delete", post(delete))
 }
 
 /// The add-item form.
@@ -49,10 +51,21 @@ async fn page(
         .items(user_id)
         .await?
         .into_iter()
-        .map(|i| ItemView { id: i.id, name: i.name, quantity: i.quantity, created: timestamp(i.created_at) })
+        .map(|i| ItemView {
+            id: i.id,
+            name: i.name,
+            quantity: i.quantity,
+            created: timestamp(i.created_at),
+        })
         .collect();
     let layout = Layout::new(state, session, true).await?;
-    Ok(render(&ItemsPage { layout, items, errors, name, quantity }))
+    Ok(render(&ItemsPage {
+        layout,
+        items,
+        errors,
+        name,
+        quantity,
+    }))
 }
 
 async fn list(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
@@ -62,7 +75,11 @@ async fn list(State(state): State<AppState>, session: Session) -> Result<Respons
     }
 }
 
-async fn add(State(state): State<AppState>, session: Session, Form(form): Form<NewItem>) -> Result<Response, AppError> {
+async fn add(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<NewItem>,
+) -> Result<Response, AppError> {
     auth::check_csrf(&session, &form.csrf).await?;
     let user_id = match require_user(&session).await? {
         Ok(id) => id,
@@ -75,7 +92,10 @@ async fn add(State(state): State<AppState>, session: Session, Form(form): Form<N
     }
     let quantity = match form.quantity.trim() {
         "" => Some(1),
-        text => text.parse::<i64>().ok().filter(|q| (0..=1_000_000_000).contains(q)),
+        text => text
+            .parse::<i64>()
+            .ok()
+            .filter(|q| (0..=1_000_000_000).contains(q)),
     };
     if quantity.is_none() {
         errors.push("Quantity must be a whole number from 0 to 1,000,000,000.".to_owned());

@@ -31,14 +31,22 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn home(state: axum::extract::State<AppState>, session: Session) -> Result<Response, AppError> {
-    Ok(render(&HomePage { layout: Layout::new(&state, &session, false).await? }))
+    Ok(render(&HomePage {
+        layout: Layout::new(&state, &session, false).await?,
+    }))
 }
 
 async fn stylesheet() -> impl IntoResponse {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
         ],
         include_str!("../../static/app.css"),
     )
@@ -47,5 +55,7 @@ async fn stylesheet() -> impl IntoResponse {
 /// The signed-in user's id, or a redirect to the sign-in page. The redirect writes nothing to the session, so
 /// a request with a stale or forged cookie gets no new cookie in return.
 async fn require_user(session: &Session) -> Result<Result<i64, Response>, AppError> {
-    Ok(auth::user_id(session).await?.ok_or_else(|| Redirect::to("/login").into_response()))
+    Ok(auth::user_id(session)
+        .await?
+        .ok_or_else(|| Redirect::to("/login").into_response()))
 }

@@ -23,7 +23,9 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/session", get(session_info)).route("/session/values/{name}", get(read_value).put(write_value))
+    Router::new()
+        .route("/session", get(session_info))
+        .route("/session/values/{name}", get(read_value).put(write_value))
 }
 
 const MAX_VALUE_BYTES: usize = 1024;
@@ -51,14 +53,21 @@ async fn session_info(State(state): State<AppState>, session: Session) -> Result
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn bad_request(message: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
 }
 
-async fn read_value(State(state): State<AppState>, session: Session, Path(name): Path<String>) -> Result<Response, AppError> {
+async fn read_value(
+    State(state): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+) -> Result<Response, AppError> {
     if !valid_name(&name) {
         return Ok(bad_request("names are 1-64 letters, digits, '-' or '_'"));
     }

@@ -14,7 +14,9 @@ use crate::pages::{Layout, SessionView, SessionsPage, render, timestamp};
 use crate::state::AppState;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/sessions", get(list)).route("/sessions/revoke-others", post(revoke_others))
+    Router::new()
+        .route("/sessions", get(list))
+        .route("/sessions/revoke-others", post(revoke_others))
 }
 
 /// A form with only the CSRF token.
@@ -33,7 +35,9 @@ async fn list(State(state): State<AppState>, session: Session) -> Result<Respons
     let sessions = infos
         .into_iter()
         .map(|info| SessionView {
-            device: info.get::<String>(DEVICE).unwrap_or_else(|| "unknown device".into()),
+            device: info
+                .get::<String>(DEVICE)
+                .unwrap_or_else(|| "unknown device".into()),
             ip: info.get::<String>(IP).unwrap_or_else(|| "unknown".into()),
             created: timestamp(info.created_at as i64),
             last_seen: timestamp(info.last_seen as i64),
@@ -52,6 +56,8 @@ async fn revoke_others(session: Session, Form(form): Form<CsrfOnly>) -> Result<R
     }
     let ended = session.revoke_other_sessions().await?;
     let plural = if ended == 1 { "" } else { "s" };
-    session.flash(format!("Signed out {ended} other session{plural}.")).await?;
+    session
+        .flash(format!("Signed out {ended} other session{plural}."))
+        .await?;
     Ok(Redirect::to("/sessions").into_response())
 }

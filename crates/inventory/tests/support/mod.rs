@@ -59,7 +59,13 @@ impl TestApp {
         let server = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
-        Self { url, state, stop: Some(tx), server, _data: data }
+        Self {
+            url,
+            state,
+            stop: Some(tx),
+            server,
+            _data: data,
+        }
     }
 
     /// The DATA_DIR, to start another instance on the same files.
@@ -77,7 +83,10 @@ impl TestApp {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        (&mut self.server).await.expect("server task").expect("server shut down cleanly");
+        (&mut self.server)
+            .await
+            .expect("server task")
+            .expect("server shut down cleanly");
     }
 }
 
@@ -140,7 +149,12 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        Self { http, base: base.to_owned(), cookie_name: "inventory_session".into(), cookie: None }
+        Self {
+            http,
+            base: base.to_owned(),
+            cookie_name: "inventory_session".into(),
+            cookie: None,
+        }
     }
 
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
@@ -149,10 +163,18 @@ impl Client {
             None => req,
         };
         let res = req.send().await.expect("request");
-        let page = Page { status: res.status(), headers: res.headers().clone(), body: res.text().await.expect("body") };
+        let page = Page {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body: res.text().await.expect("body"),
+        };
         if let Some(set) = page.set_cookie(&self.cookie_name) {
             let pair = set.split(';').next().expect("pair").to_owned();
-            self.cookie = if set.contains("Max-Age=0") { None } else { Some(pair) };
+            self.cookie = if set.contains("Max-Age=0") {
+                None
+            } else {
+                Some(pair)
+            };
         }
         page
     }
@@ -171,7 +193,10 @@ impl Client {
 
     /// PUT a text body.
     pub async fn put(&mut self, path: &str, body: &str) -> Page {
-        let req = self.http.put(format!("{}{path}", self.base)).body(body.to_owned());
+        let req = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .body(body.to_owned());
         self.send(req).await
     }
 
@@ -182,23 +207,44 @@ impl Client {
             req = req.header(*k, *v);
         }
         let res = req.send().await.expect("request");
-        Page { status: res.status(), headers: res.headers().clone(), body: res.text().await.expect("body") }
+        Page {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body: res.text().await.expect("body"),
+        }
     }
 
     /// Registers a new account through the real form flow and stays signed in.
     pub async fn register(&mut self, email: &str, password: &str) -> Page {
         let csrf = self.get("/register").await.csrf();
         let page = self
-            .post("/register", &[("email", email), ("password", password), ("password_confirm", password), ("_csrf", &csrf)])
+            .post(
+                "/register",
+                &[
+                    ("email", email),
+                    ("password", password),
+                    ("password_confirm", password),
+                    ("_csrf", &csrf),
+                ],
+            )
             .await;
-        assert_eq!(page.status, StatusCode::SEE_OTHER, "registration redirects: {}", page.body);
+        assert_eq!(
+            page.status,
+            StatusCode::SEE_OTHER,
+            "registration redirects: {}",
+            page.body
+        );
         page
     }
 
     /// Signs in through the real form flow.
     pub async fn login(&mut self, email: &str, password: &str) -> Page {
         let csrf = self.get("/login").await.csrf();
-        self.post("/login", &[("email", email), ("password", password), ("_csrf", &csrf)]).await
+        self.post(
+            "/login",
+            &[("email", email), ("password", password), ("_csrf", &csrf)],
+        )
+        .await
     }
 }
 
@@ -224,7 +270,12 @@ impl Process {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs([("HOST", "127.0.0.1"), ("PORT", "0"), ("APP_KEY", APP_KEY), ("LOG_FORMAT", "json")])
+            .envs([
+                ("HOST", "127.0.0.1"),
+                ("PORT", "0"),
+                ("APP_KEY", APP_KEY),
+                ("LOG_FORMAT", "json"),
+            ])
             .envs(vars.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -236,7 +287,11 @@ impl Process {
                 if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
                     && json["message"] == "inventory is serving"
                 {
-                    return json["url"].as_str().expect("url").trim_end_matches('/').to_owned();
+                    return json["url"]
+                        .as_str()
+                        .expect("url")
+                        .trim_end_matches('/')
+                        .to_owned();
                 }
             }
             panic!("inventory exited before serving");
