@@ -4,7 +4,7 @@
 //! isolated store per test: its own database, file or key prefix) and instantiates the suite with
 //! [`conformance_suite!`], which expands to one `#[tokio::test]` per case so failures name the case.
 //!
-//! ```ignore
+//! ```text
 //! mooring_conformance::conformance_suite!(MyHarness::new().await);
 //! ```
 
