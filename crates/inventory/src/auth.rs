@@ -58,6 +58,14 @@ pub async fn user_id(session: &Session) -> Result<Option<i64>, AppError> {
     Ok(session.user().await?.and_then(|u| u.parse().ok()))
 }
 
+/// A form whose only field is the CSRF token (sign-out, delete, revoke).
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    /// The submitted token.
+    #[serde(rename = "_csrf", default)]
+    pub csrf: String,
+}
+
 /// Refuses a form whose CSRF token does not match the session's.
 pub async fn check_csrf(session: &Session, submitted: &str) -> Result<(), AppError> {
     if session.verify_csrf(submitted).await? {

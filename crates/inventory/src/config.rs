@@ -492,6 +492,10 @@ fn check_db_url(var: &'static str, url: &str) -> Result<(), ConfigError> {
 }
 
 /// Reads the development key from `path`, or generates and stores one (mode 0600) when there is none.
+///
+/// Several processes may start at once on one DATA_DIR: the key is written to a private temporary file and
+/// then hard-linked into place, which fails if another process got there first. A reader therefore never sees
+/// a half-written key, and every process ends up with the same one.
 fn load_or_generate_key(path: &Path) -> Result<SecretString, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => return Ok(SecretString::from(text.trim().to_owned())),
@@ -504,19 +508,23 @@ fn load_or_generate_key(path: &Path) -> Result<SecretString, ConfigError> {
         }
     }
     let key = mooring::keys::generate_secret();
-    let write = || -> std::io::Result<()> {
+    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let publish = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
+        options.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        std::io::Write::write_all(&mut options.open(path)?, key.as_bytes())
+        std::io::Write::write_all(&mut options.open(&temp)?, key.as_bytes())?;
+        std::fs::hard_link(&temp, path)
     };
-    match write() {
+    let published = publish();
+    let _ = std::fs::remove_file(&temp);
+    match published {
         Ok(()) => Ok(SecretString::from(key)),
-        // Another process generated it first: use theirs.
+        // Another process published its key first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_generate_key(path),
         Err(e) => Err(bad(
             "APP_KEY",
@@ -557,6 +565,32 @@ mod tests {
             c.app_key.expose_secret(),
             "the generated key persists"
         );
+    }
+
+    /// Replicas starting together on one DATA_DIR must end up with one key, never a half-written one.
+    #[test]
+    fn concurrent_starts_share_one_generated_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("app_key");
+        let keys: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        load_or_generate_key(&path)
+                            .expect("key")
+                            .expose_secret()
+                            .to_owned()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        assert!(keys.iter().all(|k| k == &keys[0]), "one key for everyone");
+        assert!(mooring::keys::parse_secret(&keys[0]).is_ok());
+        let leftovers = std::fs::read_dir(path.parent().expect("dir"))
+            .expect("list")
+            .count();
+        assert_eq!(leftovers, 1, "no temporary files remain");
     }
 
     #[test]

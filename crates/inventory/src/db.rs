@@ -41,6 +41,14 @@ pub struct Item {
     pub created_at: i64,
 }
 
+fn user_from_row(row: sqlx::any::AnyRow) -> User {
+    User {
+        id: row.get(0),
+        email: row.get(1),
+        password_hash: row.get(2),
+    }
+}
+
 /// The app's database.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -125,11 +133,7 @@ impl Db {
             .bind(email.to_owned())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| User {
-            id: r.get(0),
-            email: r.get(1),
-            password_hash: r.get(2),
-        }))
+        Ok(row.map(user_from_row))
     }
 
     /// Finds a user by id.
@@ -139,11 +143,7 @@ impl Db {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| User {
-            id: r.get(0),
-            email: r.get(1),
-            password_hash: r.get(2),
-        }))
+        Ok(row.map(user_from_row))
     }
 
     /// A user's items, newest first.

@@ -8,18 +8,20 @@
 //! Chromium and chromedriver come from `scripts/services.sh`: when they are missing the test fails and
 //! says so, it never skips.
 
+mod support;
+
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
+use support::Process;
 
 /// Where `scripts/services.sh` installs the browser.
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -62,7 +64,8 @@ async fn session_and_items_survive_an_app_restart_in_a_real_browser() {
 async fn journey(browser: &Client) -> anyhow::Result<()> {
     // Declared before the app so the database outlives every process that uses it.
     let data_dir = tempfile::tempdir().context("create DATA_DIR")?;
-    let app = AppProcess::start(data_dir.path(), 0, "browser-test-first").await?;
+    let dir = data_dir.path().to_str().context("DATA_DIR is not UTF-8")?;
+    let app = Process::spawn(&[("DATA_DIR", dir), ("INSTANCE_NAME", "browser-test-first")]).await;
     let port = app.port;
     let base = format!("http://127.0.0.1:{port}");
     let email = unique_email();
@@ -106,18 +109,23 @@ async fn journey(browser: &Client) -> anyhow::Result<()> {
     expect_item(browser, ITEM, "3").await?;
 
     // Restart the process: SIGTERM, a clean exit on its own, then the same DATA_DIR and the same port.
-    let status = app.stop().await?;
+    let status = app.terminate().await;
     ensure!(
         status.success(),
         "inventory exited with {status} after SIGTERM; a graceful shutdown exits 0"
     );
-    let app = AppProcess::start(data_dir.path(), port, "browser-test-second").await?;
+    let same_port = port.to_string();
+    let vars = [
+        ("DATA_DIR", dir),
+        ("PORT", same_port.as_str()),
+        ("INSTANCE_NAME", "browser-test-second"),
+    ];
+    let app = Process::spawn(&vars).await;
     ensure!(
         app.port == port,
         "the restarted app serves on {} instead of {port}",
         app.port
     );
-    wait_healthy(port).await?;
 
     // Reload in the same browser: still on /items (no bounce to /login), still signed in, item still there.
     browser.refresh().await?;
@@ -157,128 +165,6 @@ async fn journey(browser: &Client) -> anyhow::Result<()> {
     );
     drop(app);
     Ok(())
-}
-
-/// A running `inventory` process, killed on drop so a failing test leaves no server behind.
-struct AppProcess {
-    /// The process, owned so it can be signalled and reaped.
-    child: Child,
-    /// The port it serves on, read from its own "inventory is serving" log line.
-    port: u16,
-}
-
-impl AppProcess {
-    /// Starts the binary (PORT 0 lets it pick) and waits for its "inventory is serving" line to learn the port.
-    async fn start(data_dir: &Path, port: u16, instance: &str) -> anyhow::Result<Self> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_inventory"));
-        // Only the variables set below may shape the run, whatever the developer's shell exports.
-        for variable in inventory::config::VARIABLES {
-            for name in variable.name.split(", ") {
-                command.env_remove(name).env_remove(format!("{name}_FILE"));
-            }
-        }
-        command
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("DATA_DIR", data_dir)
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .env("INSTANCE_NAME", instance)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().context("start the inventory binary")?;
-        let stderr = child.stderr.take().context("inventory's stderr is not piped")?;
-        let mut app = AppProcess { child, port };
-
-        // A thread drains stderr for the whole life of the process (a full pipe would stall the app) and
-        // echoes it, so the log shows up when the test fails.
-        let (urls, mut url) = tokio::sync::mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[inventory] {line}");
-                if let Some(found) = serving_url(&line) {
-                    let _ = urls.send(found);
-                }
-            }
-        });
-        let url = match tokio::time::timeout(WAIT, url.recv()).await {
-            Ok(Some(url)) => url,
-            Ok(None) => bail!(
-                "inventory exited before serving: {:?} (its log is above)",
-                app.child.wait()?
-            ),
-            Err(_) => bail!("inventory logged no \"inventory is serving\" line within {WAIT:?}"),
-        };
-        app.port = url
-            .strip_prefix("http://127.0.0.1:")
-            .and_then(|rest| rest.strip_suffix('/'))
-            .and_then(|port| port.parse().ok())
-            .with_context(|| format!("the serving line's url {url:?} is not http://127.0.0.1:PORT/"))?;
-        ensure!(
-            port == 0 || app.port == port,
-            "asked for port {port}, inventory serves on {}",
-            app.port
-        );
-        Ok(app)
-    }
-
-    /// Sends SIGTERM and waits for the process to exit by itself, as an orchestrator would.
-    async fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .context("run kill -TERM")?;
-        ensure!(sent.success(), "kill -TERM {pid} failed: {sent}");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!("inventory did not exit within {WAIT:?} of SIGTERM: graceful shutdown hangs");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for AppProcess {
-    /// Kills and reaps the server unless it already exited, so no process outlives the test.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `url` of an "inventory is serving" JSON log line, whether or not the event fields are flattened.
-fn serving_url(line: &str) -> Option<String> {
-    let record: serde_json::Value = serde_json::from_str(line).ok()?;
-    let fields = record.get("fields").unwrap_or(&record);
-    if fields.get("message")?.as_str()? != "inventory is serving" {
-        return None;
-    }
-    Some(fields.get("url")?.as_str()?.to_owned())
-}
-
-/// Polls /healthz until it answers 200: the restarted process really accepts requests.
-async fn wait_healthy(port: u16) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let last = match http.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
-            Ok(response) if response.status().is_success() => return Ok(()),
-            Ok(response) => format!("status {}", response.status()),
-            Err(err) => err.to_string(),
-        };
-        if Instant::now() >= deadline {
-            bail!("/healthz did not answer 200 within {WAIT:?} after the restart (last: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A chromedriver process in its own process group, killed with every browser it started on drop.

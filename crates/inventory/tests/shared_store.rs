@@ -9,22 +9,29 @@ use std::sync::Arc;
 
 use mooring_conformance::provision;
 use reqwest::StatusCode;
-use support::{Client, Process};
+use support::{APP_KEY, Client, Process};
 
-/// Two processes on one database URL, with one DATA_DIR (as replicas on one host would share a volume).
-async fn pair(database_url: &str, data: &tempfile::TempDir) -> (Process, Process) {
-    let dir = data.path().to_str().expect("utf-8 path");
+/// Two processes on one database URL, each with its own DATA_DIR and the same APP_KEY, as replicas run.
+async fn pair(database_url: &str) -> (Process, Process, [tempfile::TempDir; 2]) {
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let [a_dir, b_dir] = [&dirs[0], &dirs[1]].map(|d| d.path().to_str().expect("utf-8 path"));
     let a_vars = [
         ("DATABASE_URL", database_url),
-        ("DATA_DIR", dir),
+        ("DATA_DIR", a_dir),
+        ("APP_KEY", APP_KEY),
         ("INSTANCE_NAME", "inventory-a"),
     ];
     let b_vars = [
         ("DATABASE_URL", database_url),
-        ("DATA_DIR", dir),
+        ("DATA_DIR", b_dir),
+        ("APP_KEY", APP_KEY),
         ("INSTANCE_NAME", "inventory-b"),
     ];
-    tokio::join!(Process::spawn(&a_vars), Process::spawn(&b_vars))
+    let (a, b) = tokio::join!(Process::spawn(&a_vars), Process::spawn(&b_vars));
+    (a, b, dirs)
 }
 
 /// `/session` alternating between the instances: `hits` keeps counting, `served_by` alternates, and the
@@ -113,8 +120,7 @@ async fn interleaved_writers_lose_nothing(a: &Process, b: &Process) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_file_shared_by_two_instances() {
     let db = provision::sqlite().await;
-    let data = tempfile::tempdir().expect("tempdir");
-    let (a, b) = pair(&db.url, &data).await;
+    let (a, b, _dirs) = pair(&db.url).await;
     a_session_moves_between_instances(&a, &b).await;
     interleaved_writers_lose_nothing(&a, &b).await;
 }
@@ -122,8 +128,7 @@ async fn sqlite_file_shared_by_two_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_shared_by_two_instances() {
     let db = provision::postgres().await;
-    let data = tempfile::tempdir().expect("tempdir");
-    let (a, b) = pair(&db.url, &data).await;
+    let (a, b, _dirs) = pair(&db.url).await;
     a_session_moves_between_instances(&a, &b).await;
     interleaved_writers_lose_nothing(&a, &b).await;
 }
@@ -131,8 +136,7 @@ async fn postgres_shared_by_two_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_shared_by_two_instances() {
     let db = provision::mysql().await;
-    let data = tempfile::tempdir().expect("tempdir");
-    let (a, b) = pair(&db.url, &data).await;
+    let (a, b, _dirs) = pair(&db.url).await;
     a_session_moves_between_instances(&a, &b).await;
     interleaved_writers_lose_nothing(&a, &b).await;
 }

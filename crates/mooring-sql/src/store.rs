@@ -137,17 +137,6 @@ fn decode(bytes: &[u8]) -> mooring::Result<Record> {
     Record::decode(bytes).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
-fn check_size(record: &Record, policy: &Policy) -> mooring::Result<Vec<u8>> {
-    let size = record.encoded_len();
-    if size > policy.max_record_bytes {
-        return Err(Error::TooLarge {
-            size,
-            limit: policy.max_record_bytes,
-        });
-    }
-    Ok(record.encode())
-}
-
 /// A random duration in `[0, max)`, to spread retries and replicas' cleanup rounds apart.
 fn jitter(max: Duration) -> Duration {
     let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -336,7 +325,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn create(&self, key: &StoreKey, record: &Record, policy: &Policy) -> mooring::Result<()> {
-        let bytes = check_size(record, policy)?;
+        let bytes = record.encode_within(policy)?;
         let now = now_ms();
         let expires_at = policy.expires_at(now, record.deadline);
         match self.insert(key, record, &bytes, expires_at).await {
@@ -375,7 +364,7 @@ impl SessionStore for SqlStore {
             }
             let mut record = decode(&row.data)?;
             record.apply(delta);
-            let bytes = check_size(&record, policy)?;
+            let bytes = record.encode_within(policy)?;
             let updated = sqlx::query(AssertSqlSafe(self.queries.update.clone()))
                 .bind(bytes)
                 .bind(record.user)

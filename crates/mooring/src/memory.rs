@@ -74,17 +74,6 @@ fn decode(entry: &Entry) -> Result<Record> {
     Record::decode(&entry.bytes).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
-fn check_size(record: &Record, policy: &Policy) -> Result<Vec<u8>> {
-    let size = record.encoded_len();
-    if size > policy.max_record_bytes {
-        return Err(Error::TooLarge {
-            size,
-            limit: policy.max_record_bytes,
-        });
-    }
-    Ok(record.encode())
-}
-
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn load(&self, key: &StoreKey, policy: &Policy) -> Result<Option<Loaded>> {
@@ -107,7 +96,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, key: &StoreKey, record: &Record, policy: &Policy) -> Result<()> {
-        let bytes = check_size(record, policy)?;
+        let bytes = record.encode_within(policy)?;
         let now = now_ms();
         let mut map = self.lock();
         if map.entries.get(key).is_some_and(|e| e.live(now)) {
@@ -147,7 +136,7 @@ impl SessionStore for MemoryStore {
         }
         let mut record = decode(entry)?;
         record.apply(delta);
-        entry.bytes = check_size(&record, policy)?;
+        entry.bytes = record.encode_within(policy)?;
         entry.version += 1;
         entry.user = record.user;
         entry.expires_at = policy.expires_at(now, entry.deadline);

@@ -167,6 +167,18 @@ impl Record {
                 .sum::<usize>()
     }
 
+    /// Encodes the record, or fails with [`Error::TooLarge`](crate::Error::TooLarge) above the policy's limit.
+    pub fn encode_within(&self, policy: &Policy) -> crate::Result<Vec<u8>> {
+        let size = self.encoded_len();
+        if size > policy.max_record_bytes {
+            return Err(crate::Error::TooLarge {
+                size,
+                limit: policy.max_record_bytes,
+            });
+        }
+        Ok(self.encode())
+    }
+
     /// Encodes the record in the current binary format.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());

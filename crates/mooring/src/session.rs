@@ -195,6 +195,16 @@ impl State {
         !self.attrs.is_empty() || self.user.is_some()
     }
 
+    /// The record this state would store, with `attrs` as its (encoded) attributes.
+    fn record(&self, attrs: BTreeMap<String, Vec<u8>>) -> Record {
+        Record {
+            created_at: self.created_at,
+            deadline: self.deadline,
+            user: self.user.clone(),
+            attrs,
+        }
+    }
+
     fn dirty(&self) -> bool {
         !self.set.is_empty() || !self.remove.is_empty() || self.user_changed
     }
@@ -336,17 +346,13 @@ impl Session {
         } else {
             0
         };
-        let record = Record {
-            created_at: st.created_at,
-            deadline: st.deadline,
-            user: st.user.clone(),
-            attrs: st
-                .attrs
+        let record = st.record(
+            st.attrs
                 .iter()
                 .filter(|(k, _)| k.as_str() != name)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-        };
+        );
         record.encoded_len() + st.attrs.len().saturating_sub(1) * overhead + name.len() + len + overhead + 8
     }
 
@@ -612,16 +618,12 @@ impl Session {
         let key = id.store_key();
         match st.version {
             None if st.has_data() => {
-                let record = Record {
-                    created_at: st.created_at,
-                    deadline: st.deadline,
-                    user: st.user.clone(),
-                    attrs: st
-                        .attrs
+                let record = st.record(
+                    st.attrs
                         .iter()
                         .map(|(n, v)| (n.clone(), self.seal_value(&key, n, v)))
                         .collect(),
-                };
+                );
                 shared
                     .timed(shared.store.create(&key, &record, &shared.policy()))
                     .await?;

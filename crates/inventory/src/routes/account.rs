@@ -8,7 +8,7 @@ use mooring::Session;
 use serde::Deserialize;
 
 use super::require_user;
-use crate::auth::{self, Client};
+use crate::auth::{self, Client, CsrfForm};
 use crate::error::AppError;
 use crate::pages::{DashboardPage, Layout, LoginPage, RegisterPage, render};
 use crate::state::AppState;
@@ -36,13 +36,6 @@ struct Registration {
 struct Credentials {
     email: String,
     password: String,
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
-}
-
-/// The logout form.
-#[derive(Deserialize)]
-struct CsrfOnly {
     #[serde(rename = "_csrf", default)]
     csrf: String,
 }
@@ -150,7 +143,7 @@ async fn login(
     }
 }
 
-async fn logout(session: Session, Form(form): Form<CsrfOnly>) -> Result<Response, AppError> {
+async fn logout(session: Session, Form(form): Form<CsrfForm>) -> Result<Response, AppError> {
     auth::check_csrf(&session, &form.csrf).await?;
     session.invalidate().await;
     session.flash("You have been signed out.").await?;

@@ -9,7 +9,7 @@ use mooring::Session;
 use serde::Deserialize;
 
 use super::require_user;
-use crate::auth;
+use crate::auth::{self, CsrfForm};
 use crate::error::AppError;
 use crate::pages::{ItemView, ItemsPage, Layout, render, timestamp};
 use crate::state::AppState;
@@ -27,13 +27,6 @@ struct NewItem {
     name: String,
     #[serde(default)]
     quantity: String,
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
-}
-
-/// A form with only the CSRF token.
-#[derive(Deserialize)]
-struct CsrfOnly {
     #[serde(rename = "_csrf", default)]
     csrf: String,
 }
@@ -118,7 +111,7 @@ async fn delete(
     State(state): State<AppState>,
     session: Session,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<CsrfForm>,
 ) -> Result<Response, AppError> {
     auth::check_csrf(&session, &form.csrf).await?;
     let user_id = match require_user(&session).await? {

@@ -5,10 +5,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use mooring::Session;
-use serde::Deserialize;
 
 use super::require_user;
-use crate::auth::{self, DEVICE, IP};
+use crate::auth::{self, CsrfForm, DEVICE, IP};
 use crate::error::AppError;
 use crate::pages::{Layout, SessionView, SessionsPage, render, timestamp};
 use crate::state::AppState;
@@ -17,13 +16,6 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/sessions", get(list))
         .route("/sessions/revoke-others", post(revoke_others))
-}
-
-/// A form with only the CSRF token.
-#[derive(Deserialize)]
-struct CsrfOnly {
-    #[serde(rename = "_csrf", default)]
-    csrf: String,
 }
 
 async fn list(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
@@ -49,7 +41,7 @@ async fn list(State(state): State<AppState>, session: Session) -> Result<Respons
     Ok(render(&SessionsPage { layout, sessions }))
 }
 
-async fn revoke_others(session: Session, Form(form): Form<CsrfOnly>) -> Result<Response, AppError> {
+async fn revoke_others(session: Session, Form(form): Form<CsrfForm>) -> Result<Response, AppError> {
     auth::check_csrf(&session, &form.csrf).await?;
     if let Err(redirect) = require_user(&session).await? {
         return Ok(redirect);

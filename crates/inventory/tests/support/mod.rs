@@ -256,34 +256,49 @@ pub fn email(tag: &str) -> String {
     format!("{tag}-{hex}@example.test")
 }
 
-/// The real `inventory` binary, as a separate process. Killed when dropped.
+/// The real `inventory` binary, as a separate process. Killed when dropped, so a failing test leaks nothing.
 pub struct Process {
     /// Base URL, without a trailing slash.
     pub url: String,
+    /// The port it serves on.
+    pub port: u16,
     child: tokio::process::Child,
 }
 
 impl Process {
-    /// Starts the binary with `PORT=0`, the test APP_KEY and JSON logs, plus `vars`; waits until it serves.
+    /// Starts the binary with `HOST=127.0.0.1`, `PORT=0` and JSON logs, plus `vars` (which may set `PORT`), and
+    /// waits for its "inventory is serving" log line. Only these variables shape the run: every variable the
+    /// app reads is cleared from the inherited environment first. The log is echoed (prefixed with the
+    /// instance name) so it shows when a test fails.
     pub async fn spawn(vars: &[(&str, &str)]) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs([
-                ("HOST", "127.0.0.1"),
-                ("PORT", "0"),
-                ("APP_KEY", APP_KEY),
-                ("LOG_FORMAT", "json"),
-            ])
-            .envs(vars.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
+        for variable in inventory::config::VARIABLES {
+            for name in variable.name.split(", ") {
+                cmd.env_remove(name).env_remove(format!("{name}_FILE"));
+            }
+        }
+        cmd.envs([
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "info"),
+        ])
+        .envs(vars.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+        let instance = vars
+            .iter()
+            .find(|(k, _)| *k == "INSTANCE_NAME")
+            .map_or("inventory", |(_, v)| v)
+            .to_owned();
         let mut child = cmd.spawn().expect("the inventory binary starts");
         let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
         let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read log") {
+                eprintln!("[{instance}] {line}");
                 if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
                     && json["message"] == "inventory is serving"
                 {
@@ -294,18 +309,37 @@ impl Process {
                         .to_owned();
                 }
             }
-            panic!("inventory exited before serving");
+            panic!("{instance} exited before serving (its log is above)");
         })
         .await
-        .expect("inventory serves within 30 s");
+        .unwrap_or_else(|_| panic!("{instance} did not serve within 30 s"));
         // Keep draining the log so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { url, child }
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{instance}] {line}");
+            }
+        });
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("url ends with the port");
+        Self { url, port, child }
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("running")
+    /// Sends SIGTERM, as an orchestrator does, and waits (at most 15 s) for the process to exit by itself.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(std::time::Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("inventory exits within 15 s of SIGTERM: graceful shutdown must not hang")
+            .expect("wait for inventory")
     }
 }
 
