@@ -14,6 +14,9 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+/// How long the database may take to answer a readiness check (the session store has its own timeout).
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -35,7 +38,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         .min(std::time::Duration::from_secs(2));
     let (store, db) = tokio::join!(
         state.sessions.ping(),
-        tokio::time::timeout(timeout, state.db.ping())
+        tokio::time::timeout(READY_TIMEOUT, state.db.ping())
     );
     let store_ok = store.is_ok();
     let db_ok = matches!(db, Ok(Ok(())));
