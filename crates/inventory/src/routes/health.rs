@@ -31,11 +31,6 @@ async fn ready(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    let timeout = state
-        .sessions
-        .config()
-        .idle_timeout()
-        .min(std::time::Duration::from_secs(2));
     let (store, db) = tokio::join!(
         state.sessions.ping(),
         tokio::time::timeout(READY_TIMEOUT, state.db.ping())
