@@ -12,6 +12,7 @@
 //! - [`keys`]: the key ring that signs cookies and encrypts values at rest, with key rotation.
 //! - [`config`]: [`SessionConfig`], cookie attributes, lifetimes and limits.
 //! - [`session`]: the per-request [`Session`] handle and the [`SessionManager`] that makes them.
+//! - [`stats`]: [`SessionStats`], counters and per-operation latency for metrics.
 //! - [`layer`]: [`SessionLayer`], the tower middleware, and the axum extractor.
 //! - [`error`]: [`Error`], which turns into a clean HTTP response.
 //!
@@ -41,6 +42,7 @@ pub mod layer;
 pub mod memory;
 pub mod record;
 pub mod session;
+pub mod stats;
 pub mod store;
 
 pub use config::{SameSite, SessionConfig};
@@ -50,5 +52,6 @@ pub use keys::Keys;
 pub use layer::{SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use record::{Applied, Delta, Loaded, Policy, Record, now_ms};
-pub use session::{Session, SessionInfo, SessionManager, SessionStats};
+pub use session::{Session, SessionInfo, SessionManager};
+pub use stats::{SessionStats, StoreOp};
 pub use store::SessionStore;

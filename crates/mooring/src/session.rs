@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -32,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::id::{SessionId, StoreKey};
 use crate::keys::{Keys, PLAIN, SEALED};
 use crate::record::{Applied, Delta, Policy, Record, now_ms};
+use crate::stats::{SessionStats, StoreOp, bump};
 use crate::store::SessionStore;
 
 /// Attribute holding the CSRF token.
@@ -40,37 +40,6 @@ const CSRF: &str = "_csrf";
 const FLASH: &str = "_flash";
 /// Bytes an encrypted value adds to a plain one (nonce + tag).
 const SEAL_OVERHEAD: usize = 24 + 16;
-
-/// Counters of what the engine saw, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct SessionStats {
-    /// Loads that found a live session.
-    pub loads_hit: AtomicU64,
-    /// Loads (with a valid cookie) that found nothing.
-    pub loads_miss: AtomicU64,
-    /// Loads that found a record past its absolute deadline.
-    pub loads_expired: AtomicU64,
-    /// Loads that found a record that could not be decoded.
-    pub loads_corrupt: AtomicU64,
-    /// Attribute values that could not be opened or decoded and were read as absent.
-    pub values_undecodable: AtomicU64,
-    /// Cookies refused because their MAC did not verify.
-    pub cookies_rejected: AtomicU64,
-    /// Store calls that failed.
-    pub store_errors: AtomicU64,
-    /// Store calls that timed out.
-    pub store_timeouts: AtomicU64,
-    /// Sessions created.
-    pub created: AtomicU64,
-    /// Deltas saved.
-    pub saved: AtomicU64,
-    /// Writes dropped because the session had been deleted or had expired meanwhile.
-    pub writes_to_missing: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn SessionStore>,
@@ -88,15 +57,21 @@ impl Shared {
     }
 
     /// Runs one store call under the configured timeout, counting failures.
-    async fn timed<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.config.store_timeout, call).await {
+    async fn timed<T>(&self, op: StoreOp, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(self.config.store_timeout, call).await;
+        let stats = self.stats.op(op);
+        stats.duration.observe(started.elapsed());
+        match outcome {
             Ok(Err(err)) if err.is_unavailable() => {
+                bump(&stats.errors);
                 bump(&self.stats.store_errors);
                 tracing::warn!(error = %err, "session store call failed");
                 Err(err)
             }
             Ok(result) => result,
             Err(_) => {
+                bump(&stats.timeouts);
                 bump(&self.stats.store_timeouts);
                 tracing::warn!(timeout = ?self.config.store_timeout, "session store call timed out");
                 Err(Error::Timeout(self.config.store_timeout))
@@ -151,7 +126,7 @@ impl SessionManager {
 
     /// Checks that the store answers within the store timeout (for readiness probes).
     pub async fn ping(&self) -> Result<()> {
-        self.shared.timed(self.shared.store.ping()).await
+        self.shared.timed(StoreOp::Ping, self.shared.store.ping()).await
     }
 }
 
@@ -313,7 +288,10 @@ impl Session {
         let shared = &self.shared;
         if let Some((id, _)) = st.cookie.clone() {
             let key = id.store_key();
-            match shared.timed(shared.store.load(&key, &shared.policy())).await {
+            match shared
+                .timed(StoreOp::Load, shared.store.load(&key, &shared.policy()))
+                .await
+            {
                 Ok(Some(loaded)) if loaded.record.deadline > now_ms() => {
                     bump(&shared.stats.loads_hit);
                     st.attrs = self.open_all(&key, loaded.record.attrs);
@@ -535,7 +513,10 @@ impl Session {
             return Ok(Vec::new());
         };
         let current = st.version.and(st.id.as_ref().map(SessionId::store_key));
-        let listed = self.shared.timed(self.shared.store.list_user(&user)).await?;
+        let listed = self
+            .shared
+            .timed(StoreOp::ListUser, self.shared.store.list_user(&user))
+            .await?;
         let idle = self.shared.config.idle.as_millis() as u64;
         let now = now_ms();
         Ok(listed
@@ -560,7 +541,10 @@ impl Session {
         let Some(user) = st.user.clone() else { return Ok(0) };
         let keep = st.version.and(st.id.as_ref().map(SessionId::store_key));
         self.shared
-            .timed(self.shared.store.delete_user(&user, keep.as_ref()))
+            .timed(
+                StoreOp::DeleteUser,
+                self.shared.store.delete_user(&user, keep.as_ref()),
+            )
             .await
     }
 
@@ -606,11 +590,11 @@ impl Session {
         let shared = &self.shared;
         if let Some(key) = st.corrupt.take() {
             // Best effort: a corrupt record would otherwise linger until it expires.
-            let _ = shared.timed(shared.store.delete(&key)).await;
+            let _ = shared.timed(StoreOp::Delete, shared.store.delete(&key)).await;
         }
         if !st.loaded {
             if let Some(key) = st.doomed.take() {
-                shared.timed(shared.store.delete(&key)).await?;
+                shared.timed(StoreOp::Delete, shared.store.delete(&key)).await?;
             }
             return Ok(());
         }
@@ -625,14 +609,17 @@ impl Session {
                         .collect(),
                 );
                 shared
-                    .timed(shared.store.create(&key, &record, &shared.policy()))
+                    .timed(
+                        StoreOp::Create,
+                        shared.store.create(&key, &record, &shared.policy()),
+                    )
                     .await?;
                 bump(&shared.stats.created);
                 st.version = Some(1);
                 st.clear_pending();
                 st.cookie_out = Some(CookieOut::Set(id));
                 if let Some(old) = st.doomed.take()
-                    && let Err(err) = shared.timed(shared.store.delete(&old)).await
+                    && let Err(err) = shared.timed(StoreOp::Delete, shared.store.delete(&old)).await
                 {
                     st.doomed = Some(old);
                     return Err(err);
@@ -640,7 +627,7 @@ impl Session {
             }
             None => {
                 if let Some(old) = st.doomed.take() {
-                    shared.timed(shared.store.delete(&old)).await?;
+                    shared.timed(StoreOp::Delete, shared.store.delete(&old)).await?;
                     st.cookie_out = Some(CookieOut::Clear);
                 }
                 st.clear_pending();
@@ -657,7 +644,7 @@ impl Session {
                     expected_version: compare_and_set.then_some(version),
                 };
                 match shared
-                    .timed(shared.store.apply(&key, &delta, &shared.policy()))
+                    .timed(StoreOp::Apply, shared.store.apply(&key, &delta, &shared.policy()))
                     .await?
                 {
                     Applied::Saved { version } => {
