@@ -7,6 +7,9 @@
 //! ```text
 //! mooring_conformance::conformance_suite!(MyHarness::new().await);
 //! ```
+//!
+//! - [`redis`]: real Redis topologies (standalone, Sentinel, Cluster) started as processes on free ports, for
+//!   the Redis store's tests and its failover tests.
 
 use std::sync::Arc;
 
@@ -15,6 +18,7 @@ use mooring::{SessionStore, StoreKey};
 
 pub mod cases;
 pub mod provision;
+pub mod redis;
 
 /// One store under test, isolated from every other test.
 #[async_trait]
