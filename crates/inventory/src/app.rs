@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError, SessionDriver};
 use crate::db::{Db, DbError};
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// Why the app could not start.
@@ -43,10 +44,14 @@ pub enum StartError {
 /// How often expired session rows are deleted.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The router with all middleware: request logging outermost, then sessions.
+/// The router with all middleware: request logging outermost, then request metrics, then sessions.
 pub fn router(state: AppState) -> Router {
     crate::routes::router()
         .layer(state.sessions.layer())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            crate::metrics::track_requests,
+        ))
         .layer(axum::middleware::from_fn(crate::telemetry::log_requests))
         .with_state(state)
 }
@@ -54,6 +59,7 @@ pub fn router(state: AppState) -> Router {
 /// A built application, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: TcpListener,
     state: AppState,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
@@ -64,6 +70,8 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let keys = config.keys()?;
         let db = Db::connect(secrecy::ExposeSecret::expose_secret(&config.database_url)).await?;
+        // Created before the store so a store can register its own counters (`metrics.add_counter(...)`).
+        let metrics = Arc::new(Metrics::new());
         let (store, driver): (Arc<dyn SessionStore>, &'static str) = match &config.session_driver {
             SessionDriver::Database(url) => {
                 let store = SqlStore::connect(url).await?;
@@ -79,6 +87,13 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let metrics_addr = SocketAddr::new(config.host, config.metrics_port);
+        let metrics_listener = TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: metrics_addr,
+                source,
+            })?;
         let state = AppState {
             db,
             sessions,
@@ -86,9 +101,11 @@ impl Application {
             driver,
             accepting: Arc::new(AtomicBool::new(true)),
             trust_proxy_headers: config.trust_proxy_headers,
+            metrics,
         };
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             shutdown_delay: config.shutdown_delay,
             shutdown_grace: config.shutdown_grace,
@@ -98,6 +115,11 @@ impl Application {
     /// The bound port (useful with `PORT=0`).
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The bound port of the `/metrics` listener (useful with `METRICS_PORT=0`).
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
     /// The shared state, for tests.
@@ -114,10 +136,18 @@ impl Application {
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Self {
             listener,
+            metrics_listener,
             state,
             shutdown_delay,
             shutdown_grace,
         } = self;
+        if let Ok(addr) = metrics_listener.local_addr() {
+            tracing::info!(url = %format!("http://{addr}/metrics"), "metrics are served");
+        }
+        // Metrics stay up through the shutdown delay and drain, and end with the process.
+        let metrics_app = crate::metrics::router(Arc::clone(&state.metrics), state.sessions.clone());
+        let metrics_server = tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
+        let _stop_metrics = AbortOnDrop(metrics_server);
         let accepting = Arc::clone(&state.accepting);
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -146,6 +176,15 @@ impl Application {
                 Ok(())
             }
         }
+    }
+}
+
+/// Aborts a task when dropped, however the function holding it returns.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

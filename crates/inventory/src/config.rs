@@ -52,6 +52,11 @@ pub const VARIABLES: &[Variable] = &[
         help: "Port to listen on (0 picks a free one).",
     },
     Variable {
+        name: "METRICS_PORT",
+        default: "9464",
+        help: "Port of the Prometheus `/metrics` listener, on HOST (0 picks a free one). Keep it out of the Service the Ingress uses.",
+    },
+    Variable {
         name: "DATA_DIR",
         default: "./data",
         help: "Directory for the default SQLite database and the generated APP_KEY.",
@@ -209,6 +214,8 @@ pub struct Config {
     pub host: IpAddr,
     /// Listen port.
     pub port: u16,
+    /// Port of the `/metrics` listener.
+    pub metrics_port: u16,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Users and items database.
@@ -401,6 +408,15 @@ impl Config {
             Some(other) => return Err(bad("LOG_FORMAT", format!("'{other}' is not json, text or auto"))),
         };
 
+        let port = env.parse("PORT", 8080, "a port number (0-65535)")?;
+        let metrics_port = env.parse("METRICS_PORT", 9464, "a port number (0-65535)")?;
+        if port != 0 && metrics_port == port {
+            return Err(bad(
+                "METRICS_PORT",
+                format!("{port} is also PORT; give /metrics a port of its own"),
+            ));
+        }
+
         Ok(Self {
             app_key,
             key_source,
@@ -411,7 +427,8 @@ impl Config {
                 IpAddr::from([127, 0, 0, 1]),
                 "an IP address such as 0.0.0.0 or 127.0.0.1",
             )?,
-            port: env.parse("PORT", 8080, "a port number (0-65535)")?,
+            port,
+            metrics_port,
             data_dir,
             database_url,
             session_driver,
@@ -554,6 +571,7 @@ mod tests {
         let data = dir.path().to_str().expect("utf-8");
         let c = config(&[("DATA_DIR", data)]).expect("defaults");
         assert_eq!(c.port, 8080);
+        assert_eq!(c.metrics_port, 9464);
         assert_eq!(c.cookie_name, "inventory_session");
         assert_eq!(c.session_idle, Duration::from_secs(7200));
         assert!(matches!(c.session_driver, SessionDriver::Database(ref url) if url.starts_with("sqlite://")));
@@ -610,6 +628,11 @@ mod tests {
             (vec![KEY, ("APP_KEY_FILE", "/nonexistent/key")], "APP_KEY"),
             (vec![KEY, ("SESSION_COOKIE", "a b")], "SESSION_COOKIE"),
             (vec![KEY, ("HOST", "localhost:80")], "HOST"),
+            (vec![KEY, ("METRICS_PORT", "http")], "METRICS_PORT"),
+            (
+                vec![KEY, ("PORT", "9000"), ("METRICS_PORT", "9000")],
+                "METRICS_PORT",
+            ),
         ] {
             let err = config(&vars).expect_err("must fail");
             assert_eq!(err.var, var, "{err}");

@@ -13,12 +13,14 @@
 //! - [`pages`]: askama templates and their layout.
 //! - [`error`]: the app's error type and the responses it becomes.
 //! - [`telemetry`]: logging and the per-request log line.
+//! - [`metrics`]: the Prometheus exposition served on `METRICS_PORT`.
 
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod pages;
 mod routes;
 pub mod state;

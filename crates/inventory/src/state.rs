@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mooring::SessionManager;
 
 use crate::db::Db;
+use crate::metrics::Metrics;
 
 /// Shared application state. Cheap to clone.
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub accepting: Arc<AtomicBool>,
     /// Whether to believe X-Forwarded-For.
     pub trust_proxy_headers: bool,
+    /// What `/metrics` reports; the request middleware records into it.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {

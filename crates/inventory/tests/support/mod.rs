@@ -40,6 +40,7 @@ impl TestApp {
         let mut env: HashMap<String, String> = [
             ("HOST", "127.0.0.1"),
             ("PORT", "0"),
+            ("METRICS_PORT", "0"),
             ("APP_KEY", APP_KEY),
             ("LOG_FORMAT", "text"),
             ("SHUTDOWN_GRACE_SECONDS", "5"),
@@ -266,8 +267,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts the binary with `HOST=127.0.0.1`, `PORT=0` and JSON logs, plus `vars` (which may set `PORT`), and
-    /// waits for its "inventory is serving" log line. Only these variables shape the run: every variable the
+    /// Starts the binary with `HOST=127.0.0.1`, `PORT=0`, `METRICS_PORT=0` and JSON logs, plus `vars` (which
+    /// may set `PORT`), and waits for its "inventory is serving" log line. Only these variables shape the run: every variable the
     /// app reads is cleared from the inherited environment first. The log is echoed (prefixed with the
     /// instance name) so it shows when a test fails.
     pub async fn spawn(vars: &[(&str, &str)]) -> Self {
@@ -281,6 +282,7 @@ impl Process {
         cmd.envs([
             ("HOST", "127.0.0.1"),
             ("PORT", "0"),
+            ("METRICS_PORT", "0"),
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "info"),
         ])
