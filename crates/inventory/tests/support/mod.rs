@@ -268,9 +268,9 @@ pub struct Process {
 
 impl Process {
     /// Starts the binary with `HOST=127.0.0.1`, `PORT=0`, `METRICS_PORT=0` and JSON logs, plus `vars` (which
-    /// may set `PORT`), and waits for its "inventory is serving" log line. Only these variables shape the run: every variable the
-    /// app reads is cleared from the inherited environment first. The log is echoed (prefixed with the
-    /// instance name) so it shows when a test fails.
+    /// may set `PORT`), and waits for its "inventory is serving" log line. Only these variables shape the run:
+    /// every variable the app reads is cleared from the inherited environment first. The log is echoed
+    /// (prefixed with the instance name) so it shows when a test fails.
     pub async fn spawn(vars: &[(&str, &str)]) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_inventory"));
