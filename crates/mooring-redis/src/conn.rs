@@ -1,0 +1,441 @@
+//! The connection layer: one multiplexed connection to the master, followed across failovers.
+//!
+//! # Invariants
+//!
+//! - **One mechanism for standalone and Sentinel.** A [`Follower`] holds the current master connection in an
+//!   `ArcSwap`: requests load it without locking. Standalone "discovery" always names the configured address
+//!   (so a restarted server is simply reconnected); Sentinel discovery asks the Sentinels.
+//! - **Single flight.** When a request sees a failover-class error it asks for a rediscovery *of the node it
+//!   used*. Rediscoveries are serialized; a request whose node was already replaced by someone else's
+//!   rediscovery gets the new node at once instead of starting another. Nothing holds a lock while talking to
+//!   the data nodes.
+//! - **Triggers** (Sentinel): failover-class errors (I/O, timeout, `READONLY`, `NOREPLICAS`, `LOADING`,
+//!   `MASTERDOWN`), `+switch-master` events (one subscription per Sentinel), and a poll of the Sentinels every
+//!   `poll_interval`. A discovered master is only used after it says `ROLE` = master, so writes never go to a
+//!   node that Sentinel still calls master but that has been demoted.
+//! - **Retries** happen only for calls the store marks safe to repeat, until the configured deadline, with a
+//!   short backoff. Writes are confirmed with `WAIT` in the same round trip when durability asks for it; a
+//!   write that fewer replicas confirmed is treated like a failover error: retried or reported, never counted
+//!   as saved.
+//! - **Cluster** uses redis-rs's cluster client, which follows `MOVED`/`ASK` and refreshes slots itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, Pipeline, RedisError, Value};
+
+use crate::config::{RedisConfig, Topology, split_addr};
+use crate::error::{RedisStoreError, Result};
+use crate::scripts::Scripts;
+use crate::stats::{RedisStats, bump};
+
+/// The server's error code (`READONLY`, `WRONGTYPE`, ...), also from inside a failed pipeline, where redis-rs
+/// only reports the codes it knows through `code()`.
+pub(crate) fn server_code(err: &RedisError) -> Option<String> {
+    if let Some(code) = err.code() {
+        return Some(code.to_owned());
+    }
+    err.clone()
+        .into_server_errors()
+        .and_then(|items| items.first().map(|(_, e)| e.code().to_owned()))
+}
+
+/// Errors after which the master may have changed: rediscover, then (if allowed) retry.
+pub(crate) fn is_failover_error(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            server_code(err).as_deref(),
+            Some("READONLY" | "NOREPLICAS" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN")
+        )
+}
+
+/// The master connection in use.
+pub(crate) struct Node {
+    /// `host:port`.
+    pub(crate) addr: String,
+    conn: MultiplexedConnection,
+    generation: u64,
+}
+
+enum Discovery {
+    Fixed {
+        addr: String,
+        info: Box<ConnectionInfo>,
+    },
+    Sentinel {
+        master: String,
+        sentinels: Vec<(String, ConnectionInfo)>,
+    },
+}
+
+/// Follows the master of a standalone or Sentinel topology. See the module documentation.
+pub(crate) struct Follower {
+    config: Arc<RedisConfig>,
+    discovery: Discovery,
+    current: ArcSwapOption<Node>,
+    flight: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+    stats: Arc<RedisStats>,
+}
+
+async fn connect(
+    config: &RedisConfig,
+    info: ConnectionInfo,
+) -> std::result::Result<MultiplexedConnection, RedisError> {
+    let client = Client::open(info)?;
+    let settings = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&settings)
+        .await
+}
+
+impl Follower {
+    fn new(config: Arc<RedisConfig>, stats: Arc<RedisStats>) -> Result<Self> {
+        let discovery = match &config.topology {
+            Topology::Standalone { url } => {
+                let info = config.standalone_info(url)?;
+                Discovery::Fixed {
+                    addr: info.addr().to_string(),
+                    info: Box::new(info),
+                }
+            }
+            Topology::Sentinel {
+                sentinels, master, ..
+            } => {
+                if sentinels.is_empty() {
+                    return Err(RedisStoreError::Config("no Sentinel addresses".into()));
+                }
+                let sentinels = sentinels
+                    .iter()
+                    .map(|a| Ok((a.clone(), config.sentinel_info(a)?)))
+                    .collect::<Result<_>>()?;
+                Discovery::Sentinel {
+                    master: master.clone(),
+                    sentinels,
+                }
+            }
+            Topology::Cluster { .. } => {
+                return Err(RedisStoreError::Config("a cluster has no single master".into()));
+            }
+        };
+        Ok(Self {
+            config,
+            discovery,
+            current: ArcSwapOption::empty(),
+            flight: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+            stats,
+        })
+    }
+
+    /// Asks the Sentinels (in order) who the master is.
+    async fn ask_sentinels(&self) -> Result<(String, ConnectionInfo)> {
+        let Discovery::Sentinel { master, sentinels } = &self.discovery else {
+            return Err(RedisStoreError::Config("not a Sentinel topology".into()));
+        };
+        let mut last = None;
+        for (addr, info) in sentinels {
+            let asked = async {
+                let mut conn = connect(&self.config, info.clone()).await?;
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(master)
+                    .query_async::<Option<(String, u16)>>(&mut conn)
+                    .await
+            };
+            match asked.await {
+                Ok(Some((host, port))) => {
+                    return Ok((format!("{host}:{port}"), self.config.node_info(&host, port)));
+                }
+                Ok(None) => last = Some(format!("Sentinel {addr} does not know '{master}'")),
+                Err(e) => last = Some(format!("Sentinel {addr}: {e}")),
+            }
+        }
+        tracing::warn!(master = %master, last = ?last, "no Sentinel named a master");
+        Err(RedisStoreError::NoMaster(master.clone()))
+    }
+
+    async fn discover(&self) -> Result<(String, ConnectionInfo)> {
+        match &self.discovery {
+            Discovery::Fixed { addr, info } => Ok((addr.clone(), (**info).clone())),
+            Discovery::Sentinel { .. } => self.ask_sentinels().await,
+        }
+    }
+
+    /// Replaces the node of generation `failed` (0: none yet) with a fresh connection to the current master,
+    /// unless someone already did.
+    async fn rediscover(&self, failed: u64) -> Result<Arc<Node>> {
+        let _flight = self.flight.lock().await;
+        if let Some(node) = self.current.load_full()
+            && node.generation != failed
+        {
+            return Ok(node);
+        }
+        bump(&self.stats.rediscoveries);
+        let (addr, info) = self.discover().await?;
+        let mut conn = connect(&self.config, info).await?;
+        if matches!(self.discovery, Discovery::Sentinel { .. }) {
+            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+            let is_master = matches!(role.first(), Some(Value::BulkString(r)) if r == b"master");
+            if !is_master {
+                return Err(RedisStoreError::NoMaster(format!("{addr} is not (yet) a master")));
+            }
+        }
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let node = Arc::new(Node {
+            addr: addr.clone(),
+            conn,
+            generation,
+        });
+        let old = self.current.swap(Some(Arc::clone(&node)));
+        match old {
+            Some(old) if old.addr != addr => {
+                bump(&self.stats.master_switches);
+                tracing::warn!(from = %old.addr, to = %addr, "Redis master switched");
+            }
+            Some(_) => tracing::info!(addr = %addr, "reconnected to the Redis master"),
+            None => tracing::info!(addr = %addr, "connected to the Redis master"),
+        }
+        Ok(node)
+    }
+
+    async fn node(&self) -> Result<Arc<Node>> {
+        match self.current.load_full() {
+            Some(node) => Ok(node),
+            None => self.rediscover(0).await,
+        }
+    }
+
+    /// If the Sentinels name another master than the one in use, switch to it.
+    async fn check_master(&self) {
+        let Ok((addr, _)) = self.ask_sentinels().await else {
+            return;
+        };
+        let current = self.current.load_full();
+        if current.as_ref().is_some_and(|n| n.addr == addr) {
+            return;
+        }
+        let failed = current.map_or(0, |n| n.generation);
+        if let Err(err) = self.rediscover(failed).await {
+            tracing::warn!(error = %err, new_master = %addr, "could not switch to the new master yet");
+        }
+    }
+
+    /// Starts the `+switch-master` listeners and the poll; they stop when the follower is dropped.
+    fn watch(self: &Arc<Self>) {
+        let Discovery::Sentinel { sentinels, master } = &self.discovery else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let interval = self.config.poll_interval;
+        tokio::spawn(poll(weak.clone(), interval));
+        for (addr, info) in sentinels {
+            tokio::spawn(listen(weak.clone(), addr.clone(), info.clone(), master.clone()));
+        }
+    }
+}
+
+async fn poll(follower: Weak<Follower>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(follower) = follower.upgrade() else {
+            return;
+        };
+        follower.check_master().await;
+    }
+}
+
+/// Subscribes to `+switch-master` on one Sentinel, reconnecting as needed.
+async fn listen(follower: Weak<Follower>, addr: String, info: ConnectionInfo, master: String) {
+    loop {
+        let Some(timeout) = follower.upgrade().map(|f| f.config.connect_timeout) else {
+            return;
+        };
+        let subscribed = async {
+            let mut pubsub = tokio::time::timeout(timeout, Client::open(info.clone())?.get_async_pubsub())
+                .await
+                .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+            pubsub.subscribe("+switch-master").await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(pubsub) => {
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let Some(f) = follower.upgrade() else { return };
+                    let payload: String = message.get_payload().unwrap_or_default();
+                    // "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
+                    if payload.split(' ').next() == Some(master.as_str()) {
+                        tracing::info!(sentinel = %addr, event = %payload, "+switch-master");
+                        let failed = f.current.load_full().map_or(0, |n| n.generation);
+                        if let Err(err) = f.rediscover(failed).await {
+                            tracing::warn!(error = %err, "rediscovery after +switch-master failed");
+                        }
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(sentinel = %addr, error = %err, "Sentinel subscription failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether a call may be repeated after a failure whose outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Repeating it has the same effect as running it once: retry until the deadline.
+    Safe,
+    /// Repeating it could do harm (a compare-and-set): report the failure.
+    Never,
+}
+
+/// The connection to whatever topology is configured.
+pub(crate) enum Backend {
+    /// Standalone or Sentinel.
+    Follower(Arc<Follower>),
+    /// Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl Backend {
+    /// Connects (and, for Sentinel, starts watching for failovers).
+    pub(crate) async fn connect(config: Arc<RedisConfig>, stats: Arc<RedisStats>) -> Result<Self> {
+        match &config.topology {
+            Topology::Cluster { nodes } => {
+                let infos = nodes
+                    .iter()
+                    .map(|a| {
+                        let (host, port) = split_addr(a)?;
+                        Ok(config.node_info(&host, port))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let mut builder = redis::cluster::ClusterClient::builder(infos)
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.response_timeout);
+                if let Some(user) = &config.username {
+                    builder = builder.username(user);
+                }
+                if let Some(password) = &config.password {
+                    builder = builder.password(password);
+                }
+                let conn = builder.build()?.get_async_connection().await?;
+                Ok(Self::Cluster(conn))
+            }
+            _ => {
+                let follower = Arc::new(Follower::new(config, stats)?);
+                follower.rediscover(0).await?;
+                follower.watch();
+                Ok(Self::Follower(follower))
+            }
+        }
+    }
+
+    /// The master in use (`host:port`), for logs and tests; `None` for Cluster.
+    pub(crate) fn master_addr(&self) -> Option<String> {
+        match self {
+            Self::Follower(f) => f.current.load_full().map(|n| n.addr.clone()),
+            Self::Cluster(_) => None,
+        }
+    }
+
+    async fn attempt(&self, pipe: &Pipeline) -> (std::result::Result<Vec<Value>, RedisError>, u64) {
+        match self {
+            Self::Cluster(conn) => (pipe.query_async(&mut conn.clone()).await, 0),
+            Self::Follower(f) => match f.node().await {
+                Ok(node) => (pipe.query_async(&mut node.conn.clone()).await, node.generation),
+                Err(RedisStoreError::Redis(e)) => (Err(e), 0),
+                Err(other) => (Err(RedisError::from(std::io::Error::other(other.to_string()))), 0),
+            },
+        }
+    }
+
+    /// Runs `pipe` on the master: rediscovers on failover-class errors and, for [`Retry::Safe`] calls,
+    /// retries until the deadline. With `wait = Some(n)` the pipeline's last command is a `WAIT` whose answer
+    /// must be at least `n`, or the write does not count.
+    pub(crate) async fn run(
+        &self,
+        pipe: &Pipeline,
+        wait: Option<u32>,
+        retry: Retry,
+        scripts: &Scripts,
+        stats: &RedisStats,
+        deadline: Duration,
+    ) -> Result<Vec<Value>> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        let mut reloaded_scripts = false;
+        loop {
+            let (result, generation) = self.attempt(pipe).await;
+            let failure: RedisStoreError = match result {
+                Ok(values) => match wait {
+                    None => return Ok(values),
+                    Some(wanted) => {
+                        let got = match values.last() {
+                            Some(Value::Int(n)) => u32::try_from(*n).unwrap_or(0),
+                            _ => 0,
+                        };
+                        if got >= wanted {
+                            return Ok(values);
+                        }
+                        bump(&stats.wait_missed);
+                        RedisStoreError::NotReplicated { wanted, got }
+                    }
+                },
+                Err(err) if server_code(&err).as_deref() == Some("NOSCRIPT") && !reloaded_scripts => {
+                    // A promoted replica or a restarted server does not have our scripts yet.
+                    reloaded_scripts = true;
+                    self.load_scripts(scripts).await?;
+                    continue;
+                }
+                Err(err) if is_failover_error(&err) => err.into(),
+                Err(err) => return Err(err.into()),
+            };
+            if let Self::Follower(f) = self
+                && let Err(err) = f.rediscover(generation).await
+            {
+                tracing::debug!(error = %err, "rediscovery failed; will retry");
+            }
+            if retry == Retry::Never || started.elapsed() + backoff >= deadline {
+                return Err(match retry {
+                    Retry::Never => failure,
+                    Retry::Safe => RedisStoreError::Deadline(deadline, Box::new(failure)),
+                });
+            }
+            bump(&stats.retries);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Loads the store's scripts on the master (every master on Cluster).
+    pub(crate) async fn load_scripts(&self, scripts: &Scripts) -> Result<()> {
+        match self {
+            Self::Cluster(conn) => scripts.load(&mut conn.clone()).await,
+            Self::Follower(f) => {
+                let node = f.node().await?;
+                scripts.load(&mut node.conn.clone()).await
+            }
+        }
+    }
+
+    /// Runs one command on the master without retries (start-up checks).
+    pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        Ok(match self {
+            Self::Cluster(conn) => cmd.query_async(&mut conn.clone()).await?,
+            Self::Follower(f) => {
+                let node = f.node().await?;
+                cmd.query_async(&mut node.conn.clone()).await?
+            }
+        })
+    }
+}

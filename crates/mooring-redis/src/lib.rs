@@ -1,0 +1,33 @@
+//! # mooring-redis
+//!
+//! [`RedisStore`]: a [`mooring::SessionStore`] on Redis, built to lose no acknowledged write and log nobody
+//! out across a failover.
+//!
+//! - **Standalone**, **Sentinel** (the master is discovered through the Sentinels and followed across
+//!   failovers: `+switch-master`, a 1 s poll, and failover-class errors all trigger a single-flight
+//!   rediscovery) and **Cluster** (every operation touches one key).
+//! - **Durability**: with [`Durability::Replicas`] every write is pipelined with `WAIT n` and counts as saved
+//!   only when `n` replicas confirm it. It relies on the servers running with `min-replicas-to-write 1`,
+//!   `min-replicas-max-lag` of a few seconds, `appendonly yes` and `appendfsync everysec` (see the README).
+//! - **Round trips**: a read (with its TTL slide) is one; a read-modify-write two; a new session one.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`RedisConfig`], [`Topology`], [`Durability`].
+//! - `conn`: the connection layer that follows the master (single flight, `ArcSwap`, retries, `WAIT`).
+//! - `scripts`: the Lua scripts and the hash layout of a session.
+//! - `store`: [`RedisStore`] and the user index.
+//! - [`stats`]: [`RedisStats`], counters for metrics.
+//! - [`RedisStoreError`]: what goes wrong; converts into [`mooring::Error`].
+
+pub mod config;
+mod conn;
+mod error;
+mod scripts;
+pub mod stats;
+mod store;
+
+pub use config::{Durability, RedisConfig, Topology};
+pub use error::{RedisStoreError, Result};
+pub use stats::RedisStats;
+pub use store::RedisStore;

@@ -1,0 +1,581 @@
+//! [`RedisStore`]: the [`SessionStore`] contract on Redis.
+//!
+//! # Data layout
+//!
+//! - A session is a hash at `<prefix>s:<store key>` (see [`crate::scripts`] for its fields), with a TTL equal
+//!   to its idle expiry capped by its absolute deadline. Deltas are field-level `HSET`/`HDEL` inside one Lua
+//!   script, so concurrent requests that change different attributes both keep their change, and the version
+//!   field gives compare-and-set. A hash was chosen over a versioned blob with a Lua compare-and-set because
+//!   it needs no retries under contention and writes only the changed bytes.
+//! - The user index is a sorted set at `<prefix>u:<user>`: members are store keys, scores their absolute
+//!   deadlines (which never change, unlike idle expiries). Every index write trims members past their
+//!   deadline and keeps the set's own TTL at its latest deadline, so the index cleans itself without
+//!   keyspace notifications or cron. Members whose session ended early (idle timeout, sign-out, revocation)
+//!   are dropped when a listing finds their hash gone or owned by someone else.
+//! - No operation spans two keys in one command or script, so everything works on Redis Cluster: the index
+//!   update after a sign-in is a second request, sent only when the user changes.
+//!
+//! # Round trips
+//!
+//! | call | round trips |
+//! |---|---|
+//! | load (read + slide the TTL) | 1 (`EVALSHA load`) |
+//! | create | 1 (`EVALSHA create` + `WAIT`, pipelined); +1 when created signed in |
+//! | apply (delta) | 1 (`EVALSHA apply` + `WAIT`); +1 when the user changes |
+//! | delete | 1 (`DEL` + `WAIT`) |
+//!
+//! so a read-modify-write request costs 2 and a new session 1.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use mooring::{Applied, Delta, Loaded, Policy, Record, SessionStore, StoreKey, now_ms};
+use redis::{Pipeline, Value};
+
+use crate::config::{Durability, RedisConfig};
+use crate::conn::{Backend, Retry};
+use crate::error::{RedisStoreError, Result};
+use crate::scripts::{Scripts, evalsha};
+use crate::stats::RedisStats;
+
+/// A session store on Redis (standalone, Sentinel or Cluster). Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    scripts: Scripts,
+    config: Arc<RedisConfig>,
+    stats: Arc<RedisStats>,
+    /// Replicas each write must reach (`WAIT`), if any.
+    wait: Option<u32>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("config", &self.inner.config)
+            .field("wait", &self.inner.wait)
+            .finish()
+    }
+}
+
+fn shape(detail: impl Into<String>) -> RedisStoreError {
+    RedisStoreError::Shape(detail.into())
+}
+
+fn bytes(value: Value) -> Result<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        Value::Int(n) => Ok(n.to_string().into_bytes()),
+        other => Err(shape(format!("expected a string, got {other:?}"))),
+    }
+}
+
+fn int(value: &Value) -> Result<i64> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| shape("not a number")),
+        other => Err(shape(format!("expected an integer, got {other:?}"))),
+    }
+}
+
+fn array(value: Value) -> Result<Vec<Value>> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(shape(format!("expected an array, got {other:?}"))),
+    }
+}
+
+/// The hash field of an attribute: names starting with `@` are escaped so they never collide with metadata.
+fn attr_field(name: &str) -> Vec<u8> {
+    if name.starts_with('@') {
+        format!("@{name}").into_bytes()
+    } else {
+        name.as_bytes().to_vec()
+    }
+}
+
+fn number(field: &str, raw: &[u8]) -> Result<u64> {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| shape(format!("{field} is not a number")))
+}
+
+/// Decodes a session hash (`HGETALL` pairs) into its record and version.
+fn decode(flat: Vec<Value>) -> Result<(Record, u64)> {
+    if !flat.len().is_multiple_of(2) {
+        return Err(shape("odd number of hash elements"));
+    }
+    let (mut version, mut created, mut deadline) = (None, None, None);
+    let mut record = Record::default();
+    let mut items = flat.into_iter();
+    while let (Some(field), Some(value)) = (items.next(), items.next()) {
+        let (field, value) = (bytes(field)?, bytes(value)?);
+        match field.as_slice() {
+            b"@v" => version = Some(number("@v", &value)?),
+            b"@c" => created = Some(number("@c", &value)?),
+            b"@d" => deadline = Some(number("@d", &value)?),
+            b"@u" => record.user = Some(String::from_utf8(value).map_err(|_| shape("@u is not UTF-8"))?),
+            [b'@', b'@', ..] | [b'@', ..] if field.get(1) == Some(&b'@') => {
+                let name = String::from_utf8(field[1..].to_vec()).map_err(|_| shape("field is not UTF-8"))?;
+                record.attrs.insert(name, value);
+            }
+            [b'@', ..] => {} // metadata of a newer version: ignored
+            _ => {
+                let name = String::from_utf8(field).map_err(|_| shape("field is not UTF-8"))?;
+                record.attrs.insert(name, value);
+            }
+        }
+    }
+    record.created_at = created.ok_or_else(|| shape("no @c field"))?;
+    record.deadline = deadline.ok_or_else(|| shape("no @d field"))?;
+    Ok((record, version.ok_or_else(|| shape("no @v field"))?))
+}
+
+/// The size the store counts against the limit: every field and value, plus two bytes each.
+fn hash_size(fields: &[(Vec<u8>, Vec<u8>)]) -> usize {
+    fields.iter().map(|(f, v)| f.len() + v.len() + 2).sum()
+}
+
+impl RedisStore {
+    /// Connects to the configured topology, loads the scripts and resolves [`Durability::Auto`].
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let config = Arc::new(config);
+        let stats = Arc::new(RedisStats::default());
+        let backend = Backend::connect(Arc::clone(&config), Arc::clone(&stats)).await?;
+        let scripts = Scripts::new();
+        let wait = match config.durability {
+            Durability::Async => None,
+            Durability::Replicas(n) => Some(n),
+            Durability::Auto => has_replicas(&backend).await?.then_some(1),
+        };
+        let store = Self {
+            inner: Arc::new(Inner {
+                backend,
+                scripts,
+                config,
+                stats,
+                wait,
+            }),
+        };
+        store.load_scripts().await?;
+        tracing::info!(wait = ?store.inner.wait, master = ?store.master_addr(), "Redis session store ready");
+        Ok(store)
+    }
+
+    async fn load_scripts(&self) -> Result<()> {
+        self.inner.backend.load_scripts(&self.inner.scripts).await
+    }
+
+    /// What the connection layer has counted.
+    pub fn stats(&self) -> &RedisStats {
+        &self.inner.stats
+    }
+
+    /// The master in use (`host:port`), or `None` on Cluster.
+    pub fn master_addr(&self) -> Option<String> {
+        self.inner.backend.master_addr()
+    }
+
+    /// How many replicas must confirm each write (`None`: no `WAIT`).
+    pub fn wait_replicas(&self) -> Option<u32> {
+        self.inner.wait
+    }
+
+    /// The Redis key of a session, as `redis-cli` shows it.
+    pub fn session_key(&self, key: &StoreKey) -> String {
+        format!("{}s:{}", self.inner.config.prefix, key.as_str())
+    }
+
+    /// The Redis key of a user's session index.
+    pub fn user_key(&self, user: &str) -> String {
+        format!("{}u:{user}", self.inner.config.prefix)
+    }
+
+    fn with_wait(&self, pipe: &mut Pipeline) {
+        if let Some(n) = self.inner.wait {
+            pipe.cmd("WAIT")
+                .arg(n)
+                .arg(self.inner.config.wait_timeout.as_millis() as u64);
+        }
+    }
+
+    async fn run(&self, pipe: &Pipeline, retry: Retry, waits: bool) -> Result<Vec<Value>> {
+        let i = &self.inner;
+        let wait = if waits { i.wait } else { None };
+        i.backend
+            .run(pipe, wait, retry, &i.scripts, &i.stats, i.config.deadline)
+            .await
+    }
+
+    /// Adds `key` to the user's index (and trims it), removing it from `old`'s if that was another user.
+    async fn index(
+        &self,
+        key: &StoreKey,
+        user: Option<&str>,
+        old: Option<&str>,
+        deadline: u64,
+    ) -> Result<()> {
+        if let Some(old) = old.filter(|o| Some(*o) != user) {
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZREM").arg(self.user_key(old)).arg(key.as_str());
+            self.with_wait(&mut pipe);
+            self.run(&pipe, Retry::Safe, true).await?;
+        }
+        if let Some(user) = user {
+            let ukey = self.user_key(user);
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZADD").arg(&ukey).arg(deadline).arg(key.as_str());
+            pipe.cmd("ZREMRANGEBYSCORE").arg(&ukey).arg("-inf").arg(now_ms());
+            pipe.cmd("PEXPIREAT").arg(&ukey).arg(deadline).arg("NX");
+            pipe.cmd("PEXPIREAT").arg(&ukey).arg(deadline).arg("GT");
+            self.with_wait(&mut pipe);
+            self.run(&pipe, Retry::Safe, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads a session without touching its TTL: `None` if it is gone.
+    async fn peek(&self, key: &StoreKey) -> Result<Option<Loaded>> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(evalsha(&self.inner.scripts.peek, &self.session_key(key)));
+        let mut values = self.run(&pipe, Retry::Safe, false).await?;
+        let mut reply = array(values.pop().ok_or_else(|| shape("empty reply"))?)?.into_iter();
+        let (Some(expiry), Some(flat)) = (reply.next(), reply.next()) else {
+            return Err(shape("bad peek reply"));
+        };
+        let flat = array(flat)?;
+        if flat.is_empty() {
+            return Ok(None);
+        }
+        let (record, version) = decode(flat)?;
+        let expires_at = u64::try_from(int(&expiry)?)
+            .unwrap_or(record.deadline)
+            .min(record.deadline);
+        Ok(Some(Loaded {
+            record,
+            version,
+            expires_at,
+        }))
+    }
+
+    /// The user index's members still within their deadline.
+    async fn members(&self, user: &str) -> Result<Vec<StoreKey>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGEBYSCORE")
+            .arg(self.user_key(user))
+            .arg(now_ms())
+            .arg("+inf");
+        let mut values = self.run(&pipe, Retry::Safe, false).await?;
+        let members = array(values.pop().ok_or_else(|| shape("empty reply"))?)?;
+        members
+            .into_iter()
+            .map(|m| {
+                Ok(StoreKey::from_stored(
+                    String::from_utf8(bytes(m)?).map_err(|_| shape("member is not UTF-8"))?,
+                ))
+            })
+            .collect()
+    }
+}
+
+async fn has_replicas(backend: &Backend) -> Result<bool> {
+    Ok(match backend {
+        Backend::Cluster(_) => {
+            let nodes: String = backend
+                .query(&redis::cmd("CLUSTER").arg("NODES").to_owned())
+                .await?;
+            nodes
+                .lines()
+                .any(|l| l.contains(" slave ") || l.contains(",slave ") || l.contains("slave,"))
+        }
+        Backend::Follower(_) => {
+            let info: String = backend
+                .query(&redis::cmd("INFO").arg("replication").to_owned())
+                .await?;
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n > 0)
+        }
+    })
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &StoreKey, policy: &Policy) -> mooring::Result<Option<Loaded>> {
+        let mut cmd = evalsha(&self.inner.scripts.load, &self.session_key(key));
+        cmd.arg(now_ms()).arg(policy.idle.as_millis() as u64);
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        let mut values = self.run(&pipe, Retry::Safe, false).await?;
+        let reply = values.pop().ok_or_else(|| shape("empty reply"))?;
+        if matches!(reply, Value::Nil) {
+            return Ok(None);
+        }
+        let mut reply = array(reply)?.into_iter();
+        let (Some(expiry), Some(flat)) = (reply.next(), reply.next()) else {
+            return Err(shape("bad load reply").into());
+        };
+        let (record, version) = decode(array(flat)?)?;
+        let expires_at = u64::try_from(int(&expiry)?).map_err(|_| shape("negative expiry"))?;
+        Ok(Some(Loaded {
+            record,
+            version,
+            expires_at,
+        }))
+    }
+
+    async fn create(&self, key: &StoreKey, record: &Record, policy: &Policy) -> mooring::Result<()> {
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"@v".to_vec(), b"1".to_vec()),
+            (b"@c".to_vec(), record.created_at.to_string().into_bytes()),
+            (b"@d".to_vec(), record.deadline.to_string().into_bytes()),
+        ];
+        if let Some(user) = &record.user {
+            fields.push((b"@u".to_vec(), user.as_bytes().to_vec()));
+        }
+        fields.extend(record.attrs.iter().map(|(n, v)| (attr_field(n), v.clone())));
+        let size = hash_size(&fields);
+        if size > policy.max_record_bytes {
+            return Err(mooring::Error::TooLarge {
+                size,
+                limit: policy.max_record_bytes,
+            });
+        }
+        let mut cmd = evalsha(&self.inner.scripts.create, &self.session_key(key));
+        cmd.arg(now_ms())
+            .arg(policy.idle.as_millis() as u64)
+            .arg(record.deadline);
+        for (f, v) in &fields {
+            cmd.arg(f).arg(v);
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        self.with_wait(&mut pipe);
+        let values = self.run(&pipe, Retry::Safe, true).await?;
+        match values.first().map(int).transpose()? {
+            Some(1) => {}
+            // An earlier attempt of this very call may have landed before its answer was lost (the call is
+            // retried through a failover): the record is ours if it is exactly what we wrote and untouched since.
+            Some(0) => match self.peek(key).await? {
+                Some(found) if found.record == *record && found.version == 1 => {}
+                _ => return Err(mooring::Error::Conflict),
+            },
+            other => return Err(shape(format!("bad create reply {other:?}")).into()),
+        }
+        if record.user.is_some() {
+            self.index(key, record.user.as_deref(), None, record.deadline)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, key: &StoreKey, delta: &Delta, policy: &Policy) -> mooring::Result<Applied> {
+        let mut cmd = evalsha(&self.inner.scripts.apply, &self.session_key(key));
+        let expected = delta.expected_version.map(|v| v.to_string()).unwrap_or_default();
+        let user_op = match &delta.user {
+            None => String::new(),
+            Some(None) => "-".to_owned(),
+            Some(Some(user)) => format!("={user}"),
+        };
+        cmd.arg(now_ms())
+            .arg(policy.idle.as_millis() as u64)
+            .arg(expected)
+            .arg(policy.max_record_bytes)
+            .arg(user_op)
+            .arg(delta.set.len());
+        for (name, value) in &delta.set {
+            cmd.arg(attr_field(name)).arg(value);
+        }
+        for name in &delta.remove {
+            cmd.arg(attr_field(name));
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        self.with_wait(&mut pipe);
+        let retry = if delta.expected_version.is_some() {
+            Retry::Never
+        } else {
+            Retry::Safe
+        };
+        let mut values = self.run(&pipe, retry, true).await?;
+        if self.inner.wait.is_some() {
+            values.pop();
+        }
+        let reply = array(values.pop().ok_or_else(|| shape("empty reply"))?)?;
+        match reply.first().map(int).transpose()? {
+            Some(1) => {
+                let version = reply
+                    .get(1)
+                    .map(int)
+                    .transpose()?
+                    .ok_or_else(|| shape("no version"))? as u64;
+                if let Some(user) = &delta.user {
+                    let old = reply
+                        .get(2)
+                        .cloned()
+                        .map(bytes)
+                        .transpose()?
+                        .and_then(|b| String::from_utf8(b).ok());
+                    let old = old.filter(|o| !o.is_empty());
+                    let loaded = self.peek(key).await?;
+                    let deadline = loaded.map_or(now_ms(), |l| l.record.deadline);
+                    self.index(key, user.as_deref(), old.as_deref(), deadline).await?;
+                }
+                Ok(Applied::Saved { version })
+            }
+            Some(0) => Ok(Applied::Missing),
+            Some(-1) => Ok(Applied::Conflict {
+                current: reply.get(1).map(int).transpose()?.unwrap_or(0) as u64,
+            }),
+            Some(-2) => Err(shape("session hash lacks @v or @d").into()),
+            Some(-3) => {
+                let size = reply.get(1).map(int).transpose()?.unwrap_or(0) as usize;
+                Err(mooring::Error::TooLarge {
+                    size,
+                    limit: policy.max_record_bytes,
+                })
+            }
+            other => Err(shape(format!("bad apply reply {other:?}")).into()),
+        }
+    }
+
+    async fn delete(&self, key: &StoreKey) -> mooring::Result<bool> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(self.session_key(key));
+        self.with_wait(&mut pipe);
+        let values = self.run(&pipe, Retry::Safe, true).await?;
+        Ok(values.first().map(int).transpose()? == Some(1))
+    }
+
+    async fn list_user(&self, user: &str) -> mooring::Result<Vec<(StoreKey, Loaded)>> {
+        let members = self.members(user).await?;
+        let peeks = join_all(members.iter().map(|k| self.peek(k))).await;
+        let mut live = Vec::new();
+        let mut stale = Vec::new();
+        for (key, peeked) in members.into_iter().zip(peeks) {
+            match peeked? {
+                Some(loaded) if loaded.record.user.as_deref() == Some(user) => live.push((key, loaded)),
+                _ => stale.push(key),
+            }
+        }
+        if !stale.is_empty() {
+            let mut pipe = redis::pipe();
+            let cmd = pipe.cmd("ZREM").arg(self.user_key(user));
+            for key in &stale {
+                cmd.arg(key.as_str());
+            }
+            // Best effort: a stale member is skipped by every listing anyway.
+            let _ = self.run(&pipe, Retry::Never, false).await;
+        }
+        Ok(live)
+    }
+
+    async fn delete_user(&self, user: &str, keep: Option<&StoreKey>) -> mooring::Result<u64> {
+        let members: Vec<StoreKey> = self
+            .members(user)
+            .await?
+            .into_iter()
+            .filter(|k| Some(k) != keep)
+            .collect();
+        let deletions = join_all(members.iter().map(|key| async move {
+            let mut cmd = evalsha(&self.inner.scripts.delete_if_user, &self.session_key(key));
+            cmd.arg(user);
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd);
+            self.with_wait(&mut pipe);
+            let values = self.run(&pipe, Retry::Safe, true).await?;
+            Ok::<bool, RedisStoreError>(values.first().map(int).transpose()? == Some(1))
+        }))
+        .await;
+        let mut deleted = 0;
+        for done in deletions {
+            deleted += u64::from(done?);
+        }
+        if !members.is_empty() {
+            let mut pipe = redis::pipe();
+            let cmd = pipe.cmd("ZREM").arg(self.user_key(user));
+            for key in &members {
+                cmd.arg(key.as_str());
+            }
+            self.with_wait(&mut pipe);
+            self.run(&pipe, Retry::Safe, true).await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn ping(&self) -> mooring::Result<()> {
+        let pipe = redis::pipe().cmd("PING").to_owned();
+        self.run(&pipe, Retry::Never, false).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(pairs: &[(&str, &[u8])]) -> Vec<Value> {
+        pairs
+            .iter()
+            .flat_map(|(f, v)| {
+                [
+                    Value::BulkString(f.as_bytes().to_vec()),
+                    Value::BulkString(v.to_vec()),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hashes_decode_with_escaped_names() {
+        let (record, version) = decode(flat(&[
+            ("@v", b"3"),
+            ("@c", b"100"),
+            ("@d", b"200"),
+            ("@u", b"ada"),
+            ("n", &[1, 5]),
+            ("@@odd", b"x"),
+            ("@z", b"future metadata"),
+        ]))
+        .expect("decodes");
+        assert_eq!(version, 3);
+        assert_eq!(
+            (record.created_at, record.deadline, record.user.as_deref()),
+            (100, 200, Some("ada"))
+        );
+        let names: Vec<&str> = record.attrs.keys().map(String::as_str).collect();
+        assert_eq!(names, ["@odd", "n"]);
+        assert_eq!(attr_field("@odd"), b"@@odd".to_vec());
+        assert_eq!(attr_field("n"), b"n".to_vec());
+    }
+
+    #[test]
+    fn malformed_hashes_are_shape_errors() {
+        for bad in [
+            flat(&[("@v", b"1")]),
+            flat(&[("@v", b"x"), ("@c", b"1"), ("@d", b"2")]),
+            vec![Value::Nil],
+        ] {
+            assert!(matches!(decode(bad), Err(RedisStoreError::Shape(_))));
+        }
+        let err: mooring::Error = RedisStoreError::Shape("x".into()).into();
+        assert!(matches!(err, mooring::Error::Corrupt(_)));
+    }
+
+    #[test]
+    fn sizes_count_fields_and_values() {
+        let fields = vec![(b"@v".to_vec(), b"1".to_vec()), (b"n".to_vec(), vec![1, 5])];
+        assert_eq!(hash_size(&fields), 3 + 2 + 3 + 2);
+    }
+}
