@@ -1,31 +1,52 @@
 //! The Lua scripts. Each touches exactly one key (so each runs on one Cluster slot) and does its whole job
 //! in one round trip.
 //!
-//! Hash layout of a session (`<prefix>s:<store key>`):
+//! Hash layout of a session (key `<prefix><first 14 characters of the store key>`):
 //!
 //! | field | value |
 //! |---|---|
-//! | `@v` | version (integer; `HINCRBY` on every applied delta) |
-//! | `@c` | created at (unix ms) |
-//! | `@d` | absolute deadline (unix ms) |
+//! | `""` (empty name) | metadata, packed big-endian: version (u32), created at (unix ms, u48), then either the deadline's offset from the creation (ms, u32: 14 bytes in all) or, when the offset does not fit, the deadline itself (unix ms, u48: 16 bytes) |
 //! | `@u` | the signed-in user (absent when signed out) |
-//! | `<name>` | an attribute's value as the engine encoded it; names starting with `@` are stored as `@<name>` |
+//! | `<name>` | an attribute's value as the engine encoded it; names that are empty or start with `@` are stored as `@<name>` |
 //!
-//! The key's TTL is the idle expiry, capped by `@d`: every load and write sets `PEXPIREAT min(now + idle,
-//! @d)`. Times come from the application (`now` argument), as for every other store.
+//! The packing keeps a small session in Redis's smallest listpack class: a session holding one small
+//! integer costs 88 bytes of `MEMORY USAGE`. The key's TTL is the idle expiry, capped by the deadline: every
+//! load and write sets `PEXPIREAT min(now + idle, deadline)`. Times come from the application (`now`
+//! argument), as for every other store.
 
 use redis::Script;
 
 use crate::error::Result;
 
-/// Loads a session and slides its expiry: `nil`, or `{expires_at, {field, value, ...}}`.
+/// Shared by the scripts that read metadata: `meta(m)` returns version, created, deadline (or nil).
+const META: &str = r"
+local function meta(m)
+  if m == nil then return nil end
+  if #m == 14 then
+    local v, c, o = struct.unpack('>I4I6I4', m)
+    return v, c, c + o
+  elseif #m == 16 then
+    local v, c, d = struct.unpack('>I4I6I6', m)
+    return v, c, d
+  end
+  return nil
+end
+local function packmeta(v, c, d)
+  if d >= c and d - c < 4294967296 then return struct.pack('>I4I6I4', v, c, d - c) end
+  return struct.pack('>I4I6I6', v, c, d)
+end
+";
+
+/// Loads a session and slides its expiry: `nil`, or `{expires_at, {field, value, ...}}` (expires_at 0 when
+/// the metadata is unreadable: the client reports the record as corrupt).
 const LOAD: &str = r"
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return false end
-local d = nil
+local m = nil
 for i = 1, #h, 2 do
-  if h[i] == '@d' then d = tonumber(h[i + 1]) break end
+  if h[i] == '' then m = h[i + 1] break end
 end
+local _, _, d = meta(m)
 if d == nil then return {0, h} end
 local now = tonumber(ARGV[1])
 if d <= now then return false end
@@ -35,7 +56,7 @@ return {e, h}
 ";
 
 /// Creates a session unless the key exists: 1 created, 0 exists.
-/// ARGV: now, idle, deadline, then field/value pairs.
+/// ARGV: now, idle, deadline, then field/value pairs (the metadata field included).
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
@@ -52,12 +73,12 @@ local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {0} end
 local cur = {}
 for i = 1, #h, 2 do cur[h[i]] = h[i + 1] end
-local v = cur['@v']
-local d = tonumber(cur['@d'])
-if v == nil or d == nil then return {-2} end
+local v, c, d = meta(cur[''])
+if d == nil then return {-2} end
 local now = tonumber(ARGV[1])
 if d <= now then return {0} end
-if ARGV[3] ~= '' and ARGV[3] ~= v then return {-1, tonumber(v)} end
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= v then return {-1, v} end
+cur[''] = packmeta(v + 1, c, d)
 local n = tonumber(ARGV[6])
 local last = 6 + 2 * n
 for i = 7, last, 2 do cur[ARGV[i]] = ARGV[i + 1] end
@@ -74,9 +95,9 @@ if ARGV[5] == '-' then
 elseif ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], '@u', string.sub(ARGV[5], 2))
 end
-local nv = redis.call('HINCRBY', KEYS[1], '@v', 1)
+redis.call('HSET', KEYS[1], '', cur[''])
 redis.call('PEXPIREAT', KEYS[1], math.min(now + tonumber(ARGV[2]), d))
-return {1, nv, olduser}
+return {1, v + 1, olduser}
 ";
 
 /// Deletes a session only if it still belongs to the user: 1 deleted, 0 not.
@@ -102,9 +123,9 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
-            load: Script::new(LOAD),
+            load: Script::new(&format!("{META}{LOAD}")),
             create: Script::new(CREATE),
-            apply: Script::new(APPLY),
+            apply: Script::new(&format!("{META}{APPLY}")),
             delete_if_user: Script::new(DELETE_IF_USER),
             peek: Script::new(PEEK),
         }

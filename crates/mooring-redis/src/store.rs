@@ -94,20 +94,40 @@ fn array(value: Value) -> Result<Vec<Value>> {
     }
 }
 
-/// The hash field of an attribute: names starting with `@` are escaped so they never collide with metadata.
+/// The hash field of an attribute: empty names and names starting with `@` are escaped so they never collide
+/// with metadata.
 fn attr_field(name: &str) -> Vec<u8> {
-    if name.starts_with('@') {
+    if name.is_empty() || name.starts_with('@') {
         format!("@{name}").into_bytes()
     } else {
         name.as_bytes().to_vec()
     }
 }
 
-fn number(field: &str, raw: &[u8]) -> Result<u64> {
-    std::str::from_utf8(raw)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| shape(format!("{field} is not a number")))
+/// Packs the metadata field: version, created at and deadline (see [`crate::scripts`]).
+fn pack_meta(version: u64, created: u64, deadline: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&(version as u32).to_be_bytes());
+    out.extend_from_slice(&created.to_be_bytes()[2..]);
+    match deadline.checked_sub(created).and_then(|o| u32::try_from(o).ok()) {
+        Some(offset) => out.extend_from_slice(&offset.to_be_bytes()),
+        None => out.extend_from_slice(&deadline.to_be_bytes()[2..]),
+    }
+    out
+}
+
+/// Unpacks the metadata field into version, created at and deadline.
+fn unpack_meta(meta: &[u8]) -> Result<(u64, u64, u64)> {
+    let be = |b: &[u8]| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+    match meta.len() {
+        14 => Ok((
+            be(&meta[..4]),
+            be(&meta[4..10]),
+            be(&meta[4..10]) + be(&meta[10..]),
+        )),
+        16 => Ok((be(&meta[..4]), be(&meta[4..10]), be(&meta[10..]))),
+        n => Err(shape(format!("metadata of {n} bytes"))),
+    }
 }
 
 /// Decodes a session hash (`HGETALL` pairs) into its record and version.
@@ -115,18 +135,16 @@ fn decode(flat: Vec<Value>) -> Result<(Record, u64)> {
     if !flat.len().is_multiple_of(2) {
         return Err(shape("odd number of hash elements"));
     }
-    let (mut version, mut created, mut deadline) = (None, None, None);
+    let mut meta = None;
     let mut record = Record::default();
     let mut items = flat.into_iter();
     while let (Some(field), Some(value)) = (items.next(), items.next()) {
         let (field, value) = (bytes(field)?, bytes(value)?);
         match field.as_slice() {
-            b"@v" => version = Some(number("@v", &value)?),
-            b"@c" => created = Some(number("@c", &value)?),
-            b"@d" => deadline = Some(number("@d", &value)?),
+            b"" => meta = Some(unpack_meta(&value)?),
             b"@u" => record.user = Some(String::from_utf8(value).map_err(|_| shape("@u is not UTF-8"))?),
-            [b'@', b'@', ..] | [b'@', ..] if field.get(1) == Some(&b'@') => {
-                let name = String::from_utf8(field[1..].to_vec()).map_err(|_| shape("field is not UTF-8"))?;
+            [b'@', rest @ ..] if rest.is_empty() || rest[0] == b'@' => {
+                let name = String::from_utf8(rest.to_vec()).map_err(|_| shape("field is not UTF-8"))?;
                 record.attrs.insert(name, value);
             }
             [b'@', ..] => {} // metadata of a newer version: ignored
@@ -136,9 +154,10 @@ fn decode(flat: Vec<Value>) -> Result<(Record, u64)> {
             }
         }
     }
-    record.created_at = created.ok_or_else(|| shape("no @c field"))?;
-    record.deadline = deadline.ok_or_else(|| shape("no @d field"))?;
-    Ok((record, version.ok_or_else(|| shape("no @v field"))?))
+    let (version, created, deadline) = meta.ok_or_else(|| shape("no metadata field"))?;
+    record.created_at = created;
+    record.deadline = deadline;
+    Ok((record, version))
 }
 
 /// The size the store counts against the limit: every field and value, plus two bytes each.
@@ -191,9 +210,13 @@ impl RedisStore {
         self.inner.wait
     }
 
-    /// The Redis key of a session, as `redis-cli` shows it.
+    /// The Redis key of a session, as `redis-cli` shows it: the prefix, then the first 14 characters (84 bits)
+    /// of the store key. Short keys keep a small session in Redis's smallest allocation classes; 84 bits keep
+    /// accidental collisions out of reach (about 10^-14 with a million live sessions), and ids cannot be
+    /// chosen by clients, whose cookies are MAC-checked.
     pub fn session_key(&self, key: &StoreKey) -> String {
-        format!("{}s:{}", self.inner.config.prefix, key.as_str())
+        let text = key.as_str();
+        format!("{}{}", self.inner.config.prefix, &text[..text.len().min(14)])
     }
 
     /// The Redis key of a user's session index.
@@ -336,11 +359,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, key: &StoreKey, record: &Record, policy: &Policy) -> mooring::Result<()> {
-        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = vec![
-            (b"@v".to_vec(), b"1".to_vec()),
-            (b"@c".to_vec(), record.created_at.to_string().into_bytes()),
-            (b"@d".to_vec(), record.deadline.to_string().into_bytes()),
-        ];
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> =
+            vec![(Vec::new(), pack_meta(1, record.created_at, record.deadline))];
         if let Some(user) = &record.user {
             fields.push((b"@u".to_vec(), user.as_bytes().to_vec()));
         }
@@ -438,7 +458,7 @@ impl SessionStore for RedisStore {
             Some(-1) => Ok(Applied::Conflict {
                 current: reply.get(1).map(int).transpose()?.unwrap_or(0) as u64,
             }),
-            Some(-2) => Err(shape("session hash lacks @v or @d").into()),
+            Some(-2) => Err(shape("session hash lacks readable metadata").into()),
             Some(-3) => {
                 let size = reply.get(1).map(int).transpose()?.unwrap_or(0) as usize;
                 Err(mooring::Error::TooLarge {
@@ -539,38 +559,45 @@ mod tests {
 
     #[test]
     fn hashes_decode_with_escaped_names() {
+        let meta = pack_meta(3, 1_795_000_000_000, 1_795_043_200_000);
+        assert_eq!(meta.len(), 14);
         let (record, version) = decode(flat(&[
-            ("@v", b"3"),
-            ("@c", b"100"),
-            ("@d", b"200"),
+            ("", &meta),
             ("@u", b"ada"),
             ("n", &[1, 5]),
             ("@@odd", b"x"),
+            ("@", b"empty name"),
             ("@z", b"future metadata"),
         ]))
         .expect("decodes");
         assert_eq!(version, 3);
         assert_eq!(
             (record.created_at, record.deadline, record.user.as_deref()),
-            (100, 200, Some("ada"))
+            (1_795_000_000_000, 1_795_043_200_000, Some("ada"))
         );
         let names: Vec<&str> = record.attrs.keys().map(String::as_str).collect();
-        assert_eq!(names, ["@odd", "n"]);
+        assert_eq!(names, ["", "@odd", "n"]);
         assert_eq!(attr_field("@odd"), b"@@odd".to_vec());
+        assert_eq!(attr_field(""), b"@".to_vec());
         assert_eq!(attr_field("n"), b"n".to_vec());
     }
 
     #[test]
-    fn malformed_hashes_are_shape_errors() {
-        for bad in [
-            flat(&[("@v", b"1")]),
-            flat(&[("@v", b"x"), ("@c", b"1"), ("@d", b"2")]),
-            vec![Value::Nil],
-        ] {
-            assert!(matches!(decode(bad), Err(RedisStoreError::Shape(_))));
-        }
-        let err: mooring::Error = RedisStoreError::Shape("x".into()).into();
-        assert!(matches!(err, mooring::Error::Corrupt(_)));
+    fn metadata_packs_compactly_and_falls_back_for_long_lifetimes() {
+        assert_eq!(
+            unpack_meta(&pack_meta(7, 1000, 61_000)).ok(),
+            Some((7, 1000, 61_000))
+        );
+        let far = 1000 + (1u64 << 33);
+        let packed = pack_meta(u64::from(u32::MAX), 1000, far);
+        assert_eq!(packed.len(), 16);
+        assert_eq!(unpack_meta(&packed).ok(), Some((u64::from(u32::MAX), 1000, far)));
+        assert_eq!(
+            unpack_meta(&pack_meta(1, 5000, 10)).ok(),
+            Some((1, 5000, 10)),
+            "a deadline before creation"
+        );
+        assert!(unpack_meta(b"short").is_err());
     }
 
     #[test]
