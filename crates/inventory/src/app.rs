@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use mooring::{MemoryStore, SessionManager, SessionStore};
+use mooring_redis::RedisStore;
 use mooring_sql::SqlStore;
 use tokio::net::TcpListener;
 
@@ -31,6 +32,9 @@ pub enum StartError {
     /// The session store could not be opened or migrated.
     #[error("session store: {0}")]
     SessionStore(#[from] mooring_sql::SqlStoreError),
+    /// The Redis session store could not be reached or set up.
+    #[error("Redis session store: {0}")]
+    Redis(#[from] mooring_redis::RedisStoreError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -43,6 +47,35 @@ pub enum StartError {
 
 /// How often expired session rows are deleted.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Exposes the Redis connection layer's counters as metrics.
+fn register_redis_counters(metrics: &Metrics, store: &RedisStore) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = store.clone();
+    metrics.add_counter(
+        "mooring_redis_master_switches_total",
+        "Times the Redis session store switched to a new master.",
+        move || s.stats().master_switches.load(Relaxed),
+    );
+    let s = store.clone();
+    metrics.add_counter(
+        "mooring_redis_rediscoveries_total",
+        "Rediscoveries of the Redis master (Sentinel queries or reconnects).",
+        move || s.stats().rediscoveries.load(Relaxed),
+    );
+    let s = store.clone();
+    metrics.add_counter(
+        "mooring_redis_wait_missed_total",
+        "Writes whose WAIT confirmed fewer replicas than required (not counted as saved).",
+        move || s.stats().wait_missed.load(Relaxed),
+    );
+    let s = store.clone();
+    metrics.add_counter(
+        "mooring_redis_retries_total",
+        "Redis calls retried after a failover-class error.",
+        move || s.stats().retries.load(Relaxed),
+    );
+}
 
 /// The router with all middleware: request logging outermost, then request metrics, then sessions.
 pub fn router(state: AppState) -> Router {
@@ -79,6 +112,14 @@ impl Application {
                 // The task ends with the runtime; deleting expired rows never blocks requests.
                 drop(store.spawn_cleanup(CLEANUP_INTERVAL));
                 (Arc::new(store), "database")
+            }
+            SessionDriver::Redis(redis) => {
+                let mut redis = (**redis).clone();
+                // A call retries through a failover for most of the engine's timeout, never past it.
+                redis.deadline = config.store_timeout.mul_f64(0.9);
+                let store = RedisStore::connect(redis).await?;
+                register_redis_counters(&metrics, &store);
+                (Arc::new(store), "redis")
             }
             SessionDriver::Memory => (Arc::new(MemoryStore::new()), "memory"),
         };

@@ -147,9 +147,79 @@ pub const VARIABLES: &[Variable] = &[
         help: "Log filter, e.g. `info,mooring=debug`.",
     },
     Variable {
-        name: "REDIS_HOST, REDIS_PORT, REDIS_PASSWORD",
-        default: "(reserved)",
-        help: "Reserved for the Redis session driver; not read by this version.",
+        name: "REDIS_URL",
+        default: "(from REDIS_HOST and REDIS_PORT)",
+        help: "With SESSION_DRIVER=redis and no Sentinels or Cluster: `redis://[user:password@]host:port/db`, or `rediss://` for TLS. Replaces REDIS_HOST/REDIS_PORT. `REDIS_URL_FILE` too.",
+    },
+    Variable {
+        name: "REDIS_HOST",
+        default: "127.0.0.1",
+        help: "Redis host (standalone).",
+    },
+    Variable {
+        name: "REDIS_PORT",
+        default: "6379",
+        help: "Redis port (standalone).",
+    },
+    Variable {
+        name: "REDIS_USERNAME",
+        default: "(none)",
+        help: "Redis ACL user of the data nodes.",
+    },
+    Variable {
+        name: "REDIS_PASSWORD",
+        default: "(none)",
+        help: "Password of the data nodes. `REDIS_PASSWORD_FILE` too.",
+    },
+    Variable {
+        name: "REDIS_DB",
+        default: "0",
+        help: "Database number (not with Cluster).",
+    },
+    Variable {
+        name: "REDIS_PREFIX",
+        default: "(empty)",
+        help: "Prefix of every session key; set one when other data shares the database. Keys of 14 characters or less keep a small session at 88 bytes.",
+    },
+    Variable {
+        name: "REDIS_TLS",
+        default: "false",
+        help: "Use TLS to the data nodes and Sentinels (a `rediss://` URL implies it).",
+    },
+    Variable {
+        name: "REDIS_SENTINELS",
+        default: "(none)",
+        help: "Comma-separated Sentinel addresses (`host:port`): the master is discovered through them and followed across failovers.",
+    },
+    Variable {
+        name: "REDIS_SENTINEL_MASTER",
+        default: "mymaster",
+        help: "Name of the master the Sentinels monitor.",
+    },
+    Variable {
+        name: "REDIS_SENTINEL_USERNAME",
+        default: "(none)",
+        help: "ACL user for the Sentinels.",
+    },
+    Variable {
+        name: "REDIS_SENTINEL_PASSWORD",
+        default: "(none)",
+        help: "Password of the Sentinels (often not the data nodes'). `REDIS_SENTINEL_PASSWORD_FILE` too.",
+    },
+    Variable {
+        name: "REDIS_CLUSTER_NODES",
+        default: "(none)",
+        help: "Comma-separated Redis Cluster seed nodes (`host:port`).",
+    },
+    Variable {
+        name: "REDIS_TIMEOUT_MS",
+        default: "500",
+        help: "Connect and response timeout of one Redis round trip. A session call retries through a failover until SESSION_STORE_TIMEOUT_MS.",
+    },
+    Variable {
+        name: "SESSION_DURABILITY",
+        default: "auto",
+        help: "`replicas:N`: a write is saved only when `WAIT N` confirms N replicas have it (same round trip); `async`: when the master has it; `auto`: `replicas:1` when the master has replicas.",
     },
 ];
 
@@ -171,10 +241,12 @@ fn bad(var: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// Where sessions are stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum SessionDriver {
     /// SQL, on this URL.
     Database(String),
+    /// Redis (standalone, Sentinel or Cluster).
+    Redis(Box<mooring_redis::RedisConfig>),
     /// Process memory.
     Memory,
 }
@@ -357,11 +429,12 @@ impl Config {
                 check_db_url("SESSION_DATABASE_URL", url.expose_secret())?;
                 SessionDriver::Database(url.expose_secret().to_owned())
             }
+            Some("redis") => SessionDriver::Redis(Box::new(redis_config(&env)?)),
             Some("memory") | Some("array") => SessionDriver::Memory,
             Some(other) => {
                 return Err(bad(
                     "SESSION_DRIVER",
-                    format!("'{other}' is not supported by this version; use database (SQL) or memory"),
+                    format!("'{other}' is not a session driver; use database (SQL), redis or memory"),
                 ));
             }
         };
@@ -492,6 +565,111 @@ impl Config {
     }
 }
 
+/// Comma-separated `host:port` addresses.
+fn addresses<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    var: &'static str,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = env.get(var) else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            mooring_redis::config::split_addr(a)
+                .map(|_| a.to_owned())
+                .map_err(|_| {
+                    bad(
+                        var,
+                        format!("'{a}' is not host:port; list addresses as host:port,host:port"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The Redis store's configuration, for SESSION_DRIVER=redis.
+fn redis_config<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<mooring_redis::RedisConfig, ConfigError> {
+    use mooring_redis::{RedisConfig, Topology};
+    let sentinels = addresses(env, "REDIS_SENTINELS")?;
+    let cluster = addresses(env, "REDIS_CLUSTER_NODES")?;
+    let url = env.secret("REDIS_URL", "REDIS_URL_FILE")?;
+    if !sentinels.is_empty() && !cluster.is_empty() {
+        return Err(bad(
+            "REDIS_CLUSTER_NODES",
+            "is set together with REDIS_SENTINELS; choose Sentinel or Cluster",
+        ));
+    }
+    if sentinels.is_empty() && env.get("REDIS_SENTINEL_MASTER").is_some() {
+        return Err(bad(
+            "REDIS_SENTINEL_MASTER",
+            "is set but REDIS_SENTINELS is empty; list the Sentinels (host:port,...)",
+        ));
+    }
+    if url.is_some() && !(sentinels.is_empty() && cluster.is_empty()) {
+        return Err(bad(
+            "REDIS_URL",
+            "names one server, but REDIS_SENTINELS or REDIS_CLUSTER_NODES is set too; keep one",
+        ));
+    }
+    let topology = if !sentinels.is_empty() {
+        Topology::Sentinel {
+            sentinels,
+            master: env
+                .get("REDIS_SENTINEL_MASTER")
+                .unwrap_or_else(|| "mymaster".into()),
+            sentinel_username: env.get("REDIS_SENTINEL_USERNAME"),
+            sentinel_password: env
+                .secret("REDIS_SENTINEL_PASSWORD", "REDIS_SENTINEL_PASSWORD_FILE")?
+                .map(|p| p.expose_secret().to_owned()),
+        }
+    } else if !cluster.is_empty() {
+        Topology::Cluster { nodes: cluster }
+    } else {
+        let url = match url {
+            Some(url) => {
+                let text = url.expose_secret().to_owned();
+                if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+                    return Err(bad("REDIS_URL", "must start with redis:// or rediss://"));
+                }
+                text
+            }
+            None => {
+                let host = env.get("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".into());
+                let port: u16 = env.parse("REDIS_PORT", 6379, "a port number (0-65535)")?;
+                format!("redis://{host}:{port}")
+            }
+        };
+        Topology::Standalone { url }
+    };
+    let mut config = RedisConfig::new(topology);
+    config.username = env.get("REDIS_USERNAME");
+    config.password = env
+        .secret("REDIS_PASSWORD", "REDIS_PASSWORD_FILE")?
+        .map(|p| p.expose_secret().to_owned());
+    config.db = env.parse("REDIS_DB", 0, "a database number (0-15 by default)")?;
+    if config.db != 0 && matches!(config.topology, Topology::Cluster { .. }) {
+        return Err(bad("REDIS_DB", "Redis Cluster has only database 0"));
+    }
+    config.prefix = env.get("REDIS_PREFIX").unwrap_or_default();
+    config.tls = env.flag("REDIS_TLS", false)?;
+    if let Some(durability) = env.get("SESSION_DURABILITY") {
+        config.durability = durability
+            .parse()
+            .map_err(|e: String| bad("SESSION_DURABILITY", e))?;
+    }
+    let timeout_ms: u64 = env.parse("REDIS_TIMEOUT_MS", 500, "a number of milliseconds")?;
+    if !(10..=30_000).contains(&timeout_ms) {
+        return Err(bad("REDIS_TIMEOUT_MS", "must be between 10 and 30000"));
+    }
+    config.connect_timeout = Duration::from_millis(timeout_ms);
+    config.response_timeout = Duration::from_millis(timeout_ms);
+    Ok(config)
+}
+
 fn default_instance_name() -> String {
     hostname::get()
         .ok()
@@ -612,6 +790,39 @@ mod tests {
     }
 
     #[test]
+    fn redis_topologies_are_read_from_the_seed_variables() {
+        use mooring_redis::Topology;
+        let driver = |vars: &[(&str, &str)]| {
+            let mut all = vec![KEY, ("SESSION_DRIVER", "redis")];
+            all.extend_from_slice(vars);
+            match config(&all).expect("config").session_driver {
+                SessionDriver::Redis(redis) => redis,
+                other => panic!("not redis: {other:?}"),
+            }
+        };
+        let standalone = driver(&[("REDIS_HOST", "redis-master"), ("REDIS_PASSWORD", "redis123")]);
+        assert!(
+            matches!(&standalone.topology, Topology::Standalone { url } if url == "redis://redis-master:6379")
+        );
+        assert_eq!(standalone.password.as_deref(), Some("redis123"));
+        assert!(
+            !format!("{standalone:?}").contains("redis123"),
+            "the password is not printed"
+        );
+        let sentinel = driver(&[
+            ("REDIS_SENTINELS", "s-0:26379, s-1:26379"),
+            ("SESSION_DURABILITY", "replicas:2"),
+        ]);
+        assert!(
+            matches!(&sentinel.topology, Topology::Sentinel { sentinels, master, .. }
+            if sentinels == &["s-0:26379", "s-1:26379"] && master == "mymaster")
+        );
+        assert_eq!(sentinel.durability, mooring_redis::Durability::Replicas(2));
+        let cluster = driver(&[("REDIS_CLUSTER_NODES", "c-0:6379,c-1:6379")]);
+        assert!(matches!(&cluster.topology, Topology::Cluster { nodes } if nodes.len() == 2));
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (vars, var) in [
             (vec![KEY, ("PORT", "eighty")], "PORT"),
@@ -624,6 +835,39 @@ mod tests {
                 "SESSION_SECURE_COOKIE",
             ),
             (vec![KEY, ("SESSION_DRIVER", "file")], "SESSION_DRIVER"),
+            (
+                vec![KEY, ("SESSION_DRIVER", "redis"), ("REDIS_SENTINEL_MASTER", "m")],
+                "REDIS_SENTINEL_MASTER",
+            ),
+            (
+                vec![
+                    KEY,
+                    ("SESSION_DRIVER", "redis"),
+                    ("REDIS_SENTINELS", "a:1"),
+                    ("REDIS_CLUSTER_NODES", "b:2"),
+                ],
+                "REDIS_CLUSTER_NODES",
+            ),
+            (
+                vec![
+                    KEY,
+                    ("SESSION_DRIVER", "redis"),
+                    ("REDIS_SENTINELS", "nohostport"),
+                ],
+                "REDIS_SENTINELS",
+            ),
+            (
+                vec![KEY, ("SESSION_DRIVER", "redis"), ("REDIS_URL", "http://x")],
+                "REDIS_URL",
+            ),
+            (
+                vec![KEY, ("SESSION_DRIVER", "redis"), ("SESSION_DURABILITY", "always")],
+                "SESSION_DURABILITY",
+            ),
+            (
+                vec![KEY, ("SESSION_DRIVER", "redis"), ("REDIS_PORT", "x")],
+                "REDIS_PORT",
+            ),
             (vec![KEY, ("DATABASE_URL", "oracle://x")], "DATABASE_URL"),
             (vec![KEY, ("APP_KEY_FILE", "/nonexistent/key")], "APP_KEY"),
             (vec![KEY, ("SESSION_COOKIE", "a b")], "SESSION_COOKIE"),
