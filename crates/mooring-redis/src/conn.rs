@@ -84,6 +84,11 @@ pub(crate) struct Follower {
     flight: tokio::sync::Mutex<()>,
     generation: AtomicU64,
     stats: Arc<RedisStats>,
+    /// How many replicas a write waits for: every replica of the master that was in sync at the last check
+    /// (never fewer than the configured minimum). See [`Follower::on_shortfall`].
+    wait_target: std::sync::atomic::AtomicU32,
+    /// The replicas of the current master (`host:port`) that were in sync at the last check.
+    replicas: std::sync::Mutex<Vec<String>>,
 }
 
 async fn connect(
@@ -135,6 +140,8 @@ impl Follower {
             flight: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
             stats,
+            wait_target: std::sync::atomic::AtomicU32::new(0),
+            replicas: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -191,6 +198,7 @@ impl Follower {
                 return Err(RedisStoreError::NoMaster(format!("{addr} is not (yet) a master")));
             }
         }
+        let online = online_replicas(&mut conn).await.unwrap_or_default();
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let node = Arc::new(Node {
             addr: addr.clone(),
@@ -198,6 +206,8 @@ impl Follower {
             generation,
         });
         let old = self.current.swap(Some(Arc::clone(&node)));
+        let same_master = old.as_ref().is_some_and(|o| o.addr == addr);
+        self.note_replicas(online, !same_master);
         match old {
             Some(old) if old.addr != addr => {
                 bump(&self.stats.master_switches);
@@ -207,6 +217,71 @@ impl Follower {
             None => tracing::info!(addr = %addr, "connected to the Redis master"),
         }
         Ok(node)
+    }
+
+    /// Records the replicas in sync with the master. With `reset` (a new master) the list and the write target
+    /// are replaced; otherwise they only grow: a replica that vanished is dropped only by
+    /// [`Follower::on_shortfall`], after checking it was not promoted.
+    fn note_replicas(&self, online: Vec<String>, reset: bool) {
+        let mut known = self
+            .replicas
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if reset {
+            *known = online;
+        } else {
+            for replica in online {
+                if !known.contains(&replica) {
+                    known.push(replica);
+                }
+            }
+        }
+        self.wait_target.store(known.len() as u32, Ordering::SeqCst);
+    }
+
+    /// How many replicas a write must reach: every replica in sync at the last check, at least `min`.
+    fn wait_count(&self, min: u32) -> u32 {
+        self.wait_target.load(Ordering::SeqCst).max(min)
+    }
+
+    /// A write reached fewer replicas than the target. Either a replica died (wait for the ones still in sync
+    /// from now on) or one of them has been promoted: a failover is under way, and everything the old master
+    /// accepts from now on will be discarded, so keep the target and let writes fail until the switch. This is
+    /// what makes a planned failover (`SENTINEL FAILOVER`) lose no acknowledged write: the old master keeps
+    /// accepting writes for seconds, and its other replica keeps acknowledging them.
+    async fn on_shortfall(&self, node: &Node) {
+        let Ok(online) = online_replicas(&mut node.conn.clone()).await else {
+            return;
+        };
+        let known = self
+            .replicas
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for gone in known.iter().filter(|r| !online.contains(r)) {
+            if self.says_master(gone).await {
+                tracing::warn!(replica = %gone, master = %node.addr, "a replica was promoted: failover under way, holding writes");
+                return;
+            }
+        }
+        tracing::info!(master = %node.addr, replicas = ?online, "replicas in sync changed; writes now wait for them");
+        *self
+            .replicas
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = online.clone();
+        self.wait_target.store(online.len() as u32, Ordering::SeqCst);
+    }
+
+    /// Whether the node at `addr` answers `ROLE` with master.
+    async fn says_master(&self, addr: &str) -> bool {
+        let Ok((host, port)) = split_addr(addr) else {
+            return false;
+        };
+        let asked = async {
+            let mut conn = connect(&self.config, self.config.node_info(&host, port)).await?;
+            redis::cmd("ROLE").query_async::<Vec<Value>>(&mut conn).await
+        };
+        matches!(asked.await.as_deref(), Ok([Value::BulkString(role), ..]) if role == b"master")
     }
 
     async fn node(&self) -> Result<Arc<Node>> {
@@ -222,7 +297,10 @@ impl Follower {
             return;
         };
         let current = self.current.load_full();
-        if current.as_ref().is_some_and(|n| n.addr == addr) {
+        if let Some(node) = current.as_ref().filter(|n| n.addr == addr) {
+            if let Ok(online) = online_replicas(&mut node.conn.clone()).await {
+                self.note_replicas(online, false);
+            }
             return;
         }
         let failed = current.map_or(0, |n| n.generation);
@@ -290,6 +368,20 @@ async fn listen(follower: Weak<Follower>, addr: String, info: ConnectionInfo, ma
     }
 }
 
+/// The replicas in sync with the master whose connection this is, from `INFO replication`.
+async fn online_replicas(conn: &mut MultiplexedConnection) -> std::result::Result<Vec<String>, RedisError> {
+    let info: String = redis::cmd("INFO").arg("replication").query_async(conn).await?;
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+        .filter_map(|l| {
+            let fields = l.split_once(':')?.1;
+            let get = |k: &str| fields.split(',').find_map(|kv| kv.strip_prefix(k));
+            Some(format!("{}:{}", get("ip=")?, get("port=")?))
+        })
+        .collect())
+}
+
 /// Whether a call may be repeated after a failure whose outcome is unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Retry {
@@ -297,6 +389,16 @@ pub(crate) enum Retry {
     Safe,
     /// Repeating it could do harm (a compare-and-set): report the failure.
     Never,
+}
+
+/// How a write is confirmed: `WAIT` for at least `min` replicas (every replica in sync, on Sentinel), for at
+/// most `timeout`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wait {
+    /// The fewest replicas that must confirm.
+    pub(crate) min: u32,
+    /// How long `WAIT` may block.
+    pub(crate) timeout: Duration,
 }
 
 /// The connection to whatever topology is configured.
@@ -365,7 +467,7 @@ impl Backend {
     pub(crate) async fn run(
         &self,
         pipe: &Pipeline,
-        wait: Option<u32>,
+        wait: Option<Wait>,
         retry: Retry,
         scripts: &Scripts,
         stats: &RedisStats,
@@ -375,9 +477,24 @@ impl Backend {
         let mut backoff = Duration::from_millis(10);
         let mut reloaded_scripts = false;
         loop {
-            let (result, generation) = self.attempt(pipe).await;
+            let (attempt, wanted) = match wait {
+                None => (std::borrow::Cow::Borrowed(pipe), None),
+                Some(w) => {
+                    let wanted = match self {
+                        Self::Follower(f) => f.wait_count(w.min),
+                        Self::Cluster(_) => w.min,
+                    };
+                    let mut with_wait = pipe.clone();
+                    with_wait
+                        .cmd("WAIT")
+                        .arg(wanted)
+                        .arg(w.timeout.as_millis() as u64);
+                    (std::borrow::Cow::Owned(with_wait), Some(wanted))
+                }
+            };
+            let (result, generation) = self.attempt(&attempt).await;
             let failure: RedisStoreError = match result {
-                Ok(values) => match wait {
+                Ok(values) => match wanted {
                     None => return Ok(values),
                     Some(wanted) => {
                         let got = match values.last() {
@@ -388,6 +505,12 @@ impl Backend {
                             return Ok(values);
                         }
                         bump(&stats.wait_missed);
+                        if let Self::Follower(f) = self
+                            && let Ok(node) = f.node().await
+                            && node.generation == generation
+                        {
+                            f.on_shortfall(&node).await;
+                        }
                         RedisStoreError::NotReplicated { wanted, got }
                     }
                 },

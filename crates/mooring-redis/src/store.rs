@@ -34,7 +34,7 @@ use mooring::{Applied, Delta, Loaded, Policy, Record, SessionStore, StoreKey, no
 use redis::{Pipeline, Value};
 
 use crate::config::{Durability, RedisConfig};
-use crate::conn::{Backend, Retry};
+use crate::conn::{Backend, Retry, Wait};
 use crate::error::{RedisStoreError, Result};
 use crate::scripts::{Scripts, evalsha};
 use crate::stats::RedisStats;
@@ -224,17 +224,14 @@ impl RedisStore {
         format!("{}u:{user}", self.inner.config.prefix)
     }
 
-    fn with_wait(&self, pipe: &mut Pipeline) {
-        if let Some(n) = self.inner.wait {
-            pipe.cmd("WAIT")
-                .arg(n)
-                .arg(self.inner.config.wait_timeout.as_millis() as u64);
-        }
-    }
-
+    /// Runs a pipeline on the master; with `waits`, the backend appends the `WAIT` that confirms the write
+    /// (its reply is the last value returned).
     async fn run(&self, pipe: &Pipeline, retry: Retry, waits: bool) -> Result<Vec<Value>> {
         let i = &self.inner;
-        let wait = if waits { i.wait } else { None };
+        let wait = i.wait.filter(|_| waits).map(|min| Wait {
+            min,
+            timeout: i.config.wait_timeout,
+        });
         i.backend
             .run(pipe, wait, retry, &i.scripts, &i.stats, i.config.deadline)
             .await
@@ -251,7 +248,6 @@ impl RedisStore {
         if let Some(old) = old.filter(|o| Some(*o) != user) {
             let mut pipe = redis::pipe();
             pipe.cmd("ZREM").arg(self.user_key(old)).arg(key.as_str());
-            self.with_wait(&mut pipe);
             self.run(&pipe, Retry::Safe, true).await?;
         }
         if let Some(user) = user {
@@ -261,7 +257,6 @@ impl RedisStore {
             pipe.cmd("ZREMRANGEBYSCORE").arg(&ukey).arg("-inf").arg(now_ms());
             pipe.cmd("PEXPIREAT").arg(&ukey).arg(deadline).arg("NX");
             pipe.cmd("PEXPIREAT").arg(&ukey).arg(deadline).arg("GT");
-            self.with_wait(&mut pipe);
             self.run(&pipe, Retry::Safe, true).await?;
         }
         Ok(())
@@ -381,7 +376,6 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         pipe.add_command(cmd);
-        self.with_wait(&mut pipe);
         let values = self.run(&pipe, Retry::Safe, true).await?;
         match values.first().map(int).transpose()? {
             Some(1) => {}
@@ -422,7 +416,6 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         pipe.add_command(cmd);
-        self.with_wait(&mut pipe);
         let retry = if delta.expected_version.is_some() {
             Retry::Never
         } else {
@@ -473,7 +466,6 @@ impl SessionStore for RedisStore {
     async fn delete(&self, key: &StoreKey) -> mooring::Result<bool> {
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(self.session_key(key));
-        self.with_wait(&mut pipe);
         let values = self.run(&pipe, Retry::Safe, true).await?;
         Ok(values.first().map(int).transpose()? == Some(1))
     }
@@ -513,7 +505,6 @@ impl SessionStore for RedisStore {
             cmd.arg(user);
             let mut pipe = redis::pipe();
             pipe.add_command(cmd);
-            self.with_wait(&mut pipe);
             let values = self.run(&pipe, Retry::Safe, true).await?;
             Ok::<bool, RedisStoreError>(values.first().map(int).transpose()? == Some(1))
         }))
@@ -528,7 +519,6 @@ impl SessionStore for RedisStore {
             for key in &members {
                 cmd.arg(key.as_str());
             }
-            self.with_wait(&mut pipe);
             self.run(&pipe, Retry::Safe, true).await?;
         }
         Ok(deleted)
