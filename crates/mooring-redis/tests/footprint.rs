@@ -1,0 +1,268 @@
+//! What a session costs in Redis, measured on a real server through the whole engine (axum + SessionLayer):
+//! bytes (`MEMORY USAGE` of every key a session uses), commands per request (`INFO commandstats`), and the
+//! handling of bad data found in Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{Request, StatusCode, header};
+use mooring::{Error, Keys, Session, SessionConfig, SessionManager};
+use mooring_conformance::redis::{Options, RedisServer};
+use mooring_redis::{RedisConfig, RedisStore, Topology};
+use redis::aio::MultiplexedConnection;
+use tower::ServiceExt;
+
+/// The peers' benchmark routes: `/read` reads `n`, `/incr` increments it.
+fn app(manager: &SessionManager) -> Router {
+    Router::new()
+        .route(
+            "/read",
+            get(
+                |s: Session| async move { Ok::<_, Error>(s.get::<u64>("n").await?.unwrap_or(0).to_string()) },
+            ),
+        )
+        .route(
+            "/incr",
+            get(|s: Session| async move {
+                let n: u64 = s.get("n").await?.unwrap_or(0) + 1;
+                s.insert("n", &n).await?;
+                Ok::<_, Error>(n.to_string())
+            }),
+        )
+        .layer(manager.layer())
+}
+
+async fn setup() -> (RedisServer, RedisStore, SessionManager, MultiplexedConnection) {
+    let server = mooring_conformance::redis::standalone(Options::default()).await;
+    let store = RedisStore::connect(RedisConfig::new(Topology::Standalone { url: server.url() }))
+        .await
+        .expect("connect");
+    let keys = Keys::new(b"footprint test secret of 32+ bytes!!", &[]).expect("keys");
+    let manager = SessionManager::new(
+        Arc::new(store.clone()),
+        keys,
+        SessionConfig::default().with_cookie_name("id"),
+    );
+    let conn = server.connect().await;
+    (server, store, manager, conn)
+}
+
+async fn send(app: &Router, uri: &str, cookie: Option<&str>) -> (StatusCode, Option<String>, String) {
+    let mut req = Request::get(uri);
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let cookie = res.headers().get(header::SET_COOKIE).map(|v| {
+        v.to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_owned()
+    });
+    let status = res.status();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .expect("body");
+    (status, cookie, String::from_utf8(body.to_vec()).expect("utf-8"))
+}
+
+async fn all_keys(conn: &mut MultiplexedConnection) -> Vec<String> {
+    redis::cmd("KEYS").arg("*").query_async(conn).await.expect("KEYS")
+}
+
+/// Total calls per command since the last `CONFIG RESETSTAT`, without the inspection commands themselves.
+async fn commands(conn: &mut MultiplexedConnection) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "info" | "config|resetstat" | "keys" | "memory|usage"
+            )
+        })
+        .collect()
+}
+
+/// The commands the client sent (round trips): `EVALSHA`s. Commands that only the scripts run inside Redis
+/// (`HGETALL`, `HSET`, ...) are listed by `INFO commandstats` too; they must be nothing else.
+async fn sent(conn: &mut MultiplexedConnection) -> u64 {
+    let mut evalsha = 0;
+    for (name, calls) in commands(conn).await {
+        match name.as_str() {
+            "evalsha" => evalsha = calls,
+            "exists" | "hset" | "hgetall" | "hdel" | "pexpireat" => {}
+            other => panic!("unexpected command {other} ({calls} calls): only scripts may run"),
+        }
+    }
+    evalsha
+}
+
+async fn reset(conn: &mut MultiplexedConnection) {
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .expect("RESETSTAT");
+}
+
+#[tokio::test]
+async fn a_session_holding_one_small_integer_costs_at_most_100_bytes() {
+    let (_server, _store, manager, mut conn) = setup().await;
+    let app = app(&manager);
+    let (_, cookie, _) = send(&app, "/incr", None).await;
+    let cookie = cookie.expect("a new session");
+    for _ in 0..5 {
+        send(&app, "/incr", Some(&cookie)).await;
+    }
+    let keys = all_keys(&mut conn).await;
+    assert_eq!(keys.len(), 1, "an anonymous session uses one key: {keys:?}");
+    let mut total = 0u64;
+    for key in &keys {
+        let bytes: u64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("MEMORY USAGE");
+        total += bytes;
+    }
+    eprintln!(
+        "bytes per session (MEMORY USAGE of {} key(s)): {total}",
+        keys.len()
+    );
+    assert!(total <= 100, "{total} bytes per session, the target is 100");
+}
+
+#[tokio::test]
+async fn a_read_is_one_command_a_write_two_and_a_new_session_one() {
+    let (_server, _store, manager, mut conn) = setup().await;
+    let app = app(&manager);
+    // Scripts are loaded once at connect; start counting after that.
+    reset(&mut conn).await;
+    let (_, cookie, _) = send(&app, "/incr", None).await;
+    let cookie = cookie.expect("cookie");
+    assert_eq!(sent(&mut conn).await, 1, "creating a session is one round trip");
+    reset(&mut conn).await;
+    assert_eq!(send(&app, "/read", Some(&cookie)).await.2, "1");
+    assert_eq!(
+        sent(&mut conn).await,
+        1,
+        "a read (with its TTL slide) is one round trip"
+    );
+    reset(&mut conn).await;
+    assert_eq!(send(&app, "/incr", Some(&cookie)).await.2, "2");
+    assert_eq!(sent(&mut conn).await, 2, "a read-modify-write is two round trips");
+    // The TTL was slid by the read: it is close to the idle timeout.
+    let key = all_keys(&mut conn).await.pop().expect("key");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("PTTL");
+    assert!(
+        ttl > 119 * 60 * 1000,
+        "TTL {ttl} ms, the idle timeout is 120 minutes"
+    );
+}
+
+#[tokio::test]
+async fn bad_data_in_redis_reads_as_absent_is_counted_and_never_a_500() {
+    let (_server, _store, manager, mut conn) = setup().await;
+    let app = app(&manager);
+    let mut corrupted = 0;
+    for damage in ["wrong type", "truncated metadata", "no metadata"] {
+        let (_, cookie, _) = send(&app, "/incr", None).await;
+        let cookie = cookie.expect("cookie");
+        let key = all_keys(&mut conn)
+            .await
+            .into_iter()
+            .find(|k| !k.starts_with("u:"))
+            .expect("session key");
+        match damage {
+            "wrong type" => {
+                let () = redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("DEL");
+                let () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg("foreign")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("SET");
+            }
+            "truncated metadata" => {
+                let () = redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("")
+                    .arg("\x00\x00\x01")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("HSET");
+            }
+            _ => {
+                let () = redis::cmd("HDEL")
+                    .arg(&key)
+                    .arg("")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("HDEL");
+            }
+        }
+        corrupted += 1;
+        let (status, set_cookie, body) = send(&app, "/read", Some(&cookie)).await;
+        assert_eq!(status, StatusCode::OK, "{damage}");
+        assert_eq!(body, "0", "{damage}: the session reads as absent");
+        assert_eq!(set_cookie, None, "{damage}: a read does not replace the cookie");
+        assert_eq!(
+            manager.stats().loads_corrupt.load(Ordering::Relaxed),
+            corrupted,
+            "{damage} is counted"
+        );
+        let (status, _, body) = send(&app, "/incr", Some(&cookie)).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "1"),
+            "{damage}: a write starts afresh"
+        );
+        let () = redis::cmd("FLUSHALL")
+            .query_async(&mut conn)
+            .await
+            .expect("FLUSHALL");
+    }
+    // A value the engine cannot decode (here: a truncated attribute) reads as absent too.
+    let (_, cookie, _) = send(&app, "/incr", None).await;
+    let key = all_keys(&mut conn).await.pop().expect("key");
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("n")
+        .arg("\x01")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    assert_eq!(send(&app, "/read", Some(&cookie.expect("cookie"))).await.2, "0");
+    assert!(manager.stats().values_undecodable.load(Ordering::Relaxed) >= 1);
+}
