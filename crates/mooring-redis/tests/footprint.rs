@@ -32,6 +32,13 @@ fn app(manager: &SessionManager) -> Router {
                 Ok::<_, Error>(n.to_string())
             }),
         )
+        .route(
+            "/login",
+            get(|s: Session| async move {
+                s.set_user(Some("42")).await?;
+                Ok::<_, Error>("in")
+            }),
+        )
         .layer(manager.layer())
 }
 
