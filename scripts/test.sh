@@ -24,6 +24,8 @@ cargo fmt --all -- --check
 section "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+bash scripts/validate-deploy.sh
+
 section "tests (cargo test)"
 cargo test --workspace --locked
 
