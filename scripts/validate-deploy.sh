@@ -211,12 +211,30 @@ for profile in "${PROFILES[@]}"; do
     echo "ok: checkov ($profile): $(grep -o 'Passed checks: [0-9]*, Failed checks: [0-9]*, Skipped checks: [0-9]*' "$OUT/checkov-$profile.txt" || echo 'no findings')"
 done
 
-step "scrape a real inventory (memory sessions) and check the exposition with promtool check metrics"
+step "a real Redis master and replica (for the app and for redis_exporter)"
+redis_dir=$(mktemp -d)
+master_port=$(free_port)
+replica_port=$(free_port)
+exporter_port=$(free_port)
+redis-server --port "$master_port" --bind 127.0.0.1 --dir "$redis_dir" --save "" --appendonly no --logfile "$redis_dir/master.log" &
+PIDS+=($!)
+mkdir "$redis_dir/replica"
+redis-server --port "$replica_port" --bind 127.0.0.1 --dir "$redis_dir/replica" --save "" --appendonly no \
+    --replicaof 127.0.0.1 "$master_port" --logfile "$redis_dir/replica.log" &
+PIDS+=($!)
+for _ in $(seq 50); do
+    if redis-cli -p "$replica_port" INFO replication 2>/dev/null | grep -q '^master_link_status:up'; then break; fi
+    sleep 0.2
+done
+redis-cli -p "$replica_port" INFO replication | grep -q '^master_link_status:up' || die "the test replica did not sync"
+
+step "scrape a real inventory (sessions in that Redis) and check the exposition with promtool check metrics"
 cargo build -p inventory --locked --quiet
 bin="${CARGO_TARGET_DIR:-target}/debug/inventory"
 data=$(mktemp -d)
 # Only the variables given here: nothing from the caller's environment shapes the run.
-env -i PATH="$PATH" HOME="$HOME" HOST=127.0.0.1 PORT=0 METRICS_PORT=0 SESSION_DRIVER=memory DATA_DIR="$data" \
+env -i PATH="$PATH" HOME="$HOME" HOST=127.0.0.1 PORT=0 METRICS_PORT=0 DATA_DIR="$data" \
+    SESSION_DRIVER=redis REDIS_HOST=127.0.0.1 REDIS_PORT="$master_port" SESSION_DURABILITY=replicas:1 \
     APP_KEY="base64:dGVzdCBrZXkgdGhhdCBpcyBleGFjdGx5IDMyIGJ5dGVz" LOG_FORMAT=json RUST_LOG=info \
     "$bin" 2>"$OUT/inventory.log" &
 PIDS+=($!)
@@ -238,7 +256,7 @@ if len(urls) < 2:
     sys.exit("inventory did not start within 60 s:\n" + open(log).read())
 app, metrics = urls["inventory is serving"], urls["metrics are served"]
 opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-for path in ["/", "/session", "/session", "/healthz", "/readyz", "/login", "/no/such/page"]:
+for path in ["/", "/session", "/session", "/session", "/healthz", "/readyz", "/login", "/no/such/page"]:
     try:
         opener.open(app + path).read()
     except urllib.error.HTTPError as e:
@@ -252,25 +270,10 @@ echo "ok: promtool check metrics found nothing to complain about"
 expect_failure "promtool check metrics on a counter in milliseconds without _total" 'base unit "seconds"' \
     promtool check metrics < <(printf '# HELP request_milliseconds x\n# TYPE request_milliseconds counter\nrequest_milliseconds 1\n')
 
-step "scrape a real redis_exporter (master and replica) for the Redis metric names"
-redis_dir=$(mktemp -d)
-master_port=$(free_port)
-replica_port=$(free_port)
-exporter_port=$(free_port)
-redis-server --port "$master_port" --bind 127.0.0.1 --dir "$redis_dir" --save "" --appendonly no --logfile "$redis_dir/master.log" &
-PIDS+=($!)
-mkdir "$redis_dir/replica"
-redis-server --port "$replica_port" --bind 127.0.0.1 --dir "$redis_dir/replica" --save "" --appendonly no \
-    --replicaof 127.0.0.1 "$master_port" --logfile "$redis_dir/replica.log" &
-PIDS+=($!)
+step "scrape redis_exporter (master and replica) for the Redis metric names"
 prometheus-redis-exporter -web.listen-address "127.0.0.1:$exporter_port" -redis.addr "redis://127.0.0.1:$master_port" \
     >"$OUT/redis-exporter.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 50); do
-    if redis-cli -p "$replica_port" INFO replication 2>/dev/null | grep -q '^master_link_status:up'; then break; fi
-    sleep 0.2
-done
-redis-cli -p "$replica_port" INFO replication | grep -q '^master_link_status:up' || die "the test replica did not sync"
 python3 - "$exporter_port" "$replica_port" "$OUT" <<'PY'
 import sys, time, urllib.request
 port, replica, out = sys.argv[1:]

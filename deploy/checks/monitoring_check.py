@@ -9,8 +9,7 @@
   names --scrape FILE... --rules FILE... --dashboard FILE
                               every metric name used by a rule or a dashboard query exists in a real scrape (of the
                               inventory binary and of redis_exporter), is a recording rule, or is one of the series
-                              Prometheus makes itself. PENDING lists names the Redis store will expose; each must be
-                              absent from the scrape (so the list cannot go stale).
+                              Prometheus makes itself.
   selftest                    the checks above fail on deliberately broken input.
 
 Needs PyYAML (installed with kubernetes-validate and checkov).
@@ -28,15 +27,6 @@ RULES_DIR = os.path.join(ROOT, "deploy", "helm", "inventory", "files", "rules")
 
 # Series Prometheus creates itself (not scraped from any target).
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS", "ALERTS_FOR_STATE"}
-
-# Counters of the Redis session store (crates/mooring-redis, being written), registered through
-# inventory::metrics::Metrics::add_counter once it lands. Until then the rules and the dashboard may name them,
-# and this check requires them to be ABSENT from the scrape: once the app exposes one, this list must lose it.
-PENDING = {
-    "mooring_redis_master_switches_total",
-    "mooring_redis_rediscoveries_total",
-    "mooring_redis_wait_missed_total",
-}
 
 DURATION = re.compile(r"^(0|([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?)$")
 
@@ -232,8 +222,6 @@ def scraped_names(paths):
 def names(scrapes, rule_paths, dashboards):
     errors = []
     known = scraped_names(scrapes)
-    for pending in sorted(PENDING & known):
-        errors.append(f"{pending} is exposed now: remove it from PENDING in {__file__}")
     recorded, used = set(), {}
     for path in rule_paths:
         with open(path) as f:
@@ -265,9 +253,6 @@ def names(scrapes, rule_paths, dashboards):
     for n, where in sorted(used.items()):
         if n in known or n in recorded or n in SYNTHETIC:
             continue
-        if n in PENDING:
-            print(f"pending: {n} (Redis store counter, not exposed yet) used by {sorted(where)}")
-            continue
         errors.append(f"metric {n} is exposed by nothing scraped (used by {sorted(where)})")
     if not errors:
         print(f"ok: {len(used)} metric names used by rules and dashboards all exist "
@@ -294,15 +279,11 @@ def selftest():
             json.dump({"panels": [{"title": "t", "targets": [{"expr": "rate(http_requests_total[1m])"}]}]}, f)
         errs = names([scrape], [rules], [dash])
         assert any("http_request_total" in e for e in errs), errs
-        with open(scrape, "a") as f:
-            f.write("# TYPE mooring_redis_wait_missed_total counter\nmooring_redis_wait_missed_total 0\n")
-        errs = names([scrape], [], [dash])
-        assert any("remove it from PENDING" in e for e in errs), errs
         tests = os.path.join(d, "t.yaml")
         with open(tests, "w") as f:
             yaml.safe_dump({"tests": [{"alert_rule_test": [{"alertname": "A", "exp_alerts": []}]}]}, f)
         assert coverage([rules], [tests]), "an alert that never fires in a test is reported"
-    print("ok: the checks fail on a misspelt metric, a stale PENDING entry and an untested alert")
+    print("ok: the checks fail on a misspelt metric and on an untested alert")
     return []
 
 
