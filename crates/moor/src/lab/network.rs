@@ -184,7 +184,14 @@ pub(crate) fn heal(base_port: u16) -> anyhow::Result<()> {
 
 /// A network partition in place: one data node cut off from the other data nodes and from the Sentinels
 /// (not from the apps). [`Partition::heal`] removes it; dropping it unhealed heals it too (blocking briefly),
-/// so a failing test or scenario never leaves a cut behind.
+/// so a failing test or scenario never leaves a cut behind; `lab down` removes it as well.
+///
+/// The cut is a set of `tc` `u32` filters on the ingress qdisc of `lo` (needs root), matching the isolated
+/// node's loopback alias, each peer's alias and the port of their connection, in both directions, and
+/// dropping the packets (redirected to `moor<base_port>`, an `ifb` device kept down). Nothing answers: the
+/// connections hang without a reset, as on a real partition, until TCP or Redis times them out. The apps and
+/// the operator connect from 127.0.0.1 and still reach the node, so an isolated master is still asked for
+/// writes; it refuses them (`NOREPLICAS`) once its replicas lag more than `min-replicas-max-lag` (2 s).
 #[derive(Debug)]
 pub struct Partition {
     /// The lab's base port (the filters' `pref`).
