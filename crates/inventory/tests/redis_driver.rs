@@ -12,7 +12,11 @@ use support::{APP_KEY, Client, Process, email};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_survive_a_redis_master_kill_across_two_instances() {
-    let mut topology = mooring_conformance::redis::sentinel_topology(SentinelOptions::default()).await;
+    let mut topology = mooring_conformance::redis::sentinel_topology(
+        // 2 s: a 1 s window made Sentinels fail over twice on a loaded CI machine.
+        SentinelOptions::default().with_down_after(Duration::from_secs(2)),
+    )
+    .await;
     let sentinels = topology.sentinel_addrs().join(",");
     let dirs = [
         tempfile::tempdir().expect("tempdir"),
@@ -27,7 +31,7 @@ async fn sessions_survive_a_redis_master_kill_across_two_instances() {
                 ("SESSION_DRIVER", "redis"),
                 ("REDIS_SENTINELS", &sentinels),
                 ("REDIS_SENTINEL_MASTER", "mymaster"),
-                ("SESSION_STORE_TIMEOUT_MS", "8000"),
+                ("SESSION_STORE_TIMEOUT_MS", "15000"),
                 ("DATABASE_URL", &db),
                 ("DATA_DIR", &dir),
                 ("APP_KEY", APP_KEY),

@@ -1,4 +1,4 @@
-//! Failover, measured: a Sentinel topology (1 master, 2 replicas, 3 Sentinels, quorum 2, `down-after` 1 s,
+//! Failover, measured: a Sentinel topology (1 master, 2 replicas, 3 Sentinels, quorum 2, `down-after` 2 s,
 //! `min-replicas-to-write 1`) under continuous session writes from many tasks, with every acknowledged write
 //! checked afterwards.
 //!
@@ -16,6 +16,12 @@ use mooring_redis::{RedisConfig, RedisStore, Topology};
 use tokio::sync::Mutex;
 
 const WRITERS: usize = 16;
+
+/// The topology of every test. `down-after` is 2 s rather than 1 s: on a loaded two-core CI machine a 1 s
+/// window made Sentinels fail over a second time, spuriously.
+fn topology_options() -> SentinelOptions {
+    SentinelOptions::default().with_down_after(Duration::from_secs(2))
+}
 
 fn policy() -> Policy {
     Policy {
@@ -152,9 +158,9 @@ fn summary(outcome: &Outcome) -> String {
 /// (a) `kill -9` of the master, then (c) the old master restarted on its data dir.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_master_loses_no_acknowledged_write_and_the_old_master_gets_none() {
-    let mut topology = mooring_conformance::redis::sentinel_topology(SentinelOptions::default()).await;
-    // Longer than a failover here (down-after 1 s + election), so no call needs to fail at all.
-    let store = sentinel_store(&topology, Duration::from_secs(6)).await;
+    let mut topology = mooring_conformance::redis::sentinel_topology(topology_options()).await;
+    // Longer than a failover here (down-after 2 s + election), so no call needs to fail at all.
+    let store = sentinel_store(&topology, Duration::from_secs(10)).await;
     let switched = watch_switch(&topology).await;
     let writers = Writers::start(&store).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -237,8 +243,8 @@ async fn kill_9_of_the_master_loses_no_acknowledged_write_and_the_old_master_get
 /// (b) A planned failover (`SENTINEL FAILOVER`, what a Redis rollout does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_failover_loses_no_acknowledged_write() {
-    let topology = mooring_conformance::redis::sentinel_topology(SentinelOptions::default()).await;
-    let store = sentinel_store(&topology, Duration::from_secs(6)).await;
+    let topology = mooring_conformance::redis::sentinel_topology(topology_options()).await;
+    let store = sentinel_store(&topology, Duration::from_secs(10)).await;
     let writers = Writers::start(&store).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let old = topology.failover().await;
@@ -267,7 +273,7 @@ async fn a_planned_failover_loses_no_acknowledged_write() {
 /// an empty session, and the store recovers by itself when Redis is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_longer_than_the_deadline_fails_cleanly_and_recovers() {
-    let mut topology = mooring_conformance::redis::sentinel_topology(SentinelOptions::default()).await;
+    let mut topology = mooring_conformance::redis::sentinel_topology(topology_options()).await;
     let store = sentinel_store(&topology, Duration::from_millis(800)).await;
     let key = SessionId::generate().store_key();
     let record = Record {
