@@ -1,0 +1,14 @@
+//! # moor
+//!
+//! The operator CLI of mooring, as a library so tests and the binary share every piece.
+//!
+//! # Layout
+//!
+//! - [`lab`]: the local lab: real `inventory` instances, HAProxy, a Redis master with replicas and
+//!   Sentinels, all as processes on loopback addresses, with the fault-injection primitives scenarios use.
+//! - [`probe`]: the black-box session-survival probe: virtual users against any base URL.
+//! - [`chaos`]: the failure scenarios, one file each, with their budgets and reports.
+
+pub mod chaos;
+pub mod lab;
+pub mod probe;

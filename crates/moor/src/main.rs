@@ -1,0 +1,294 @@
+//! The `moor` binary: `moor lab`, `moor probe`, `moor chaos`. Run `moor --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use moor::chaos::{self, ChaosOptions, Scenario, kubernetes};
+use moor::lab::{Driver, Lab, LabConfig};
+use moor::probe::{Probe, ProbeConfig, parse_duration};
+
+/// The mooring operator CLI: a local lab of the whole topology, failure scenarios with budgets, and a
+/// black-box session-survival probe.
+#[derive(Parser)]
+#[command(name = "moor", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The local lab: app instances behind HAProxy, Redis master + replicas + Sentinels.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+    /// Virtual users against a base URL, checking that sessions and acknowledged writes survive.
+    Probe(ProbeArgs),
+    /// Runs a failure scenario (or `all`) and checks its budgets; exits 1 when a budget is broken.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    /// Starts whatever is not running and waits until everything is healthy.
+    Up(LabArgs),
+    /// Shows every member, its role and health, and which Redis node is master.
+    Status(DirArg),
+    /// Stops everything; `--wipe` also deletes the data.
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Delete the data directories too.
+        #[arg(long)]
+        wipe: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DirArg {
+    /// Where the lab keeps its state, data and logs.
+    #[arg(long, default_value = ".lab", env = "MOOR_LAB_DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct LabArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Number of app instances.
+    #[arg(long, default_value_t = 3)]
+    apps: usize,
+    /// Session driver of the apps: redis-sentinel, redis or sql.
+    #[arg(long, default_value = "redis-sentinel")]
+    driver: Driver,
+    /// First port of the lab; every other port is derived from it.
+    #[arg(long, default_value_t = 7100)]
+    base_port: u16,
+    /// Sentinel `down-after-milliseconds`.
+    #[arg(long, default_value_t = 1000)]
+    down_after_ms: u64,
+    /// The `inventory` binary (default: next to `moor`, then PATH).
+    #[arg(long)]
+    inventory_bin: Option<PathBuf>,
+}
+
+impl LabArgs {
+    fn config(&self) -> LabConfig {
+        LabConfig {
+            dir: self.dir.dir.clone(),
+            apps: self.apps,
+            driver: self.driver,
+            base_port: self.base_port,
+            down_after_ms: self.down_after_ms,
+            inventory_bin: self.inventory_bin.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// Base URL of the app (the load balancer).
+    #[arg(long)]
+    url: String,
+    /// Virtual users.
+    #[arg(long, default_value_t = 20)]
+    users: usize,
+    /// How long to run (e.g. 30s, 2m).
+    #[arg(long, default_value = "30s")]
+    duration: String,
+    /// Stop each user after this many iterations instead (or as well).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the SVG timeline here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Platform {
+    /// The local lab.
+    Local,
+    /// A Kubernetes cluster, through kubectl.
+    Kubernetes,
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    /// The scenario, or `all`.
+    scenario: String,
+    /// The short form (tens of seconds each), as CI runs it.
+    #[arg(long)]
+    short: bool,
+    /// Virtual users of the probe.
+    #[arg(long, default_value_t = 20)]
+    users: usize,
+    /// Where the JSON and SVG reports go.
+    #[arg(long, default_value = "chaos-reports")]
+    report_dir: PathBuf,
+    /// Where the scenario runs.
+    #[arg(long, value_enum, default_value = "local")]
+    platform: Platform,
+    /// Kubernetes: the namespace.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// Kubernetes: the Helm release name.
+    #[arg(long, default_value = "inventory")]
+    release: String,
+    /// Kubernetes: the Sentinel master name (the chart's `redis.sentinel.masterSet`).
+    #[arg(long, default_value = "inventory")]
+    master: String,
+    /// Kubernetes: the app's public URL, for the probe.
+    #[arg(long)]
+    url: Option<String>,
+    /// Kubernetes: print the kubectl plan instead of running it.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    lab: LabArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("moor: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Lab {
+            action: LabAction::Up(args),
+        } => {
+            let lab = Lab::up(args.config()).await?;
+            println!("{}", lab.status().await?);
+            println!("The app is at {}", lab.url());
+        }
+        Command::Lab {
+            action: LabAction::Status(dir),
+        } => println!("{}", Lab::open(&dir.dir)?.status().await?),
+        Command::Lab {
+            action: LabAction::Down { dir, wipe },
+        } => Lab::open(&dir.dir)?.down(wipe).await?,
+        Command::Probe(args) => {
+            let report = Probe::run(ProbeConfig {
+                base_url: args.url.trim_end_matches('/').to_owned(),
+                users: args.users,
+                duration: Some(parse_duration(&args.duration)?),
+                requests: args.requests,
+                think: Duration::from_millis(20),
+                timeout: Duration::from_secs(5),
+                verify_every: 20,
+            })
+            .await?;
+            println!("{}", report.to_table());
+            if let Some(path) = args.json {
+                report.write_json(&path)?;
+            }
+            if let Some(path) = args.svg {
+                std::fs::write(path, report.to_svg(&format!("moor probe {}", args.url)))?;
+            }
+            let broken = report.totals.logouts + report.totals.lost_writes;
+            return Ok(if broken == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Command::Chaos(args) => return chaos_command(args).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn chaos_command(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    let scenarios: Vec<Scenario> = if args.scenario == "all" {
+        Scenario::ALL.to_vec()
+    } else {
+        vec![args.scenario.parse().map_err(anyhow::Error::msg)?]
+    };
+    if args.platform == Platform::Kubernetes {
+        let target = kubernetes::Target {
+            namespace: args.namespace,
+            release: args.release,
+            master: args.master,
+        };
+        let mut code = ExitCode::SUCCESS;
+        for scenario in scenarios {
+            match kubernetes::plan(scenario, &target) {
+                Err(why) => println!("# {}: not run on Kubernetes: {why}", scenario.name()),
+                Ok(steps) if args.dry_run => {
+                    println!("# {}\n{}", scenario.name(), kubernetes::render(&steps))
+                }
+                Ok(steps) => {
+                    let url = args
+                        .url
+                        .clone()
+                        .ok_or_else(|| anyhow::anyhow!("--url is required to probe the cluster"))?;
+                    let probe = Probe::start(ProbeConfig {
+                        base_url: url,
+                        users: args.users,
+                        duration: Some(Duration::from_secs(600)),
+                        requests: None,
+                        think: Duration::from_millis(20),
+                        timeout: Duration::from_secs(10),
+                        verify_every: 20,
+                    })
+                    .await?;
+                    probe.mark(scenario.name());
+                    let log = kubernetes::execute(&steps).await;
+                    tokio::time::sleep(Duration::from_secs(15)).await;
+                    let report = probe.stop().await;
+                    for line in log? {
+                        println!("ran: {line}");
+                    }
+                    println!("{}", report.to_table());
+                    if report.totals.logouts + report.totals.lost_writes > 0 {
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+        }
+        return Ok(code);
+    }
+    let opts = ChaosOptions {
+        lab: args.lab.config(),
+        short: args.short,
+        users: args.users,
+        report_dir: args.report_dir,
+    };
+    let mut all_passed = true;
+    for scenario in scenarios {
+        match chaos::run(scenario, &opts).await {
+            Ok(report) => {
+                println!("{}", chaos::summary_table(&report));
+                all_passed &= report.passed;
+            }
+            Err(err) => {
+                println!("FAIL  {}: could not run: {err:#}", scenario.name());
+                all_passed = false;
+            }
+        }
+    }
+    println!("reports in {}", opts.report_dir.display());
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
