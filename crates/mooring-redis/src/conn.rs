@@ -207,7 +207,7 @@ impl Follower {
         });
         let old = self.current.swap(Some(Arc::clone(&node)));
         let same_master = old.as_ref().is_some_and(|o| o.addr == addr);
-        self.note_replicas(online, !same_master);
+        self.note_replicas(&addr, online, !same_master);
         match old {
             Some(old) if old.addr != addr => {
                 bump(&self.stats.master_switches);
@@ -222,11 +222,12 @@ impl Follower {
     /// Records the replicas in sync with the master. With `reset` (a new master) the list and the write target
     /// are replaced; otherwise they only grow: a replica that vanished is dropped only by
     /// [`Follower::on_shortfall`], after checking it was not promoted.
-    fn note_replicas(&self, online: Vec<String>, reset: bool) {
+    fn note_replicas(&self, master: &str, online: Vec<String>, reset: bool) {
         let mut known = self
             .replicas
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.retain(|r| r != master);
         if reset {
             *known = online;
         } else {
@@ -258,7 +259,9 @@ impl Follower {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        for gone in known.iter().filter(|r| !online.contains(r)) {
+        // The master itself may be in the list (it was a replica before a failover): it is not a replica that
+        // went missing, and its saying "master" is no news.
+        for gone in known.iter().filter(|r| !online.contains(r) && **r != node.addr) {
             if self.says_master(gone).await {
                 tracing::warn!(replica = %gone, master = %node.addr, "a replica was promoted: failover under way, holding writes");
                 return;
@@ -299,7 +302,7 @@ impl Follower {
         let current = self.current.load_full();
         if let Some(node) = current.as_ref().filter(|n| n.addr == addr) {
             if let Ok(online) = online_replicas(&mut node.conn.clone()).await {
-                self.note_replicas(online, false);
+                self.note_replicas(&node.addr, online, false);
             }
             return;
         }
