@@ -325,3 +325,40 @@ async fn redis_down_longer_than_the_deadline_fails_cleanly_and_recovers() {
         "the failed write was not applied later"
     );
 }
+
+/// Three planned failovers in a row, so every node is master once: the replica bookkeeping must follow
+/// (a node that was a replica and is now the master is not one of its own replicas).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successive_failovers_keep_writes_flowing() {
+    let topology = mooring_conformance::redis::sentinel_topology(topology_options()).await;
+    let store = sentinel_store(&topology, Duration::from_secs(10)).await;
+    let writers = Writers::start(&store).await;
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let old = topology.failover().await;
+        let new = topology.wait_for_new_master(&old, Duration::from_secs(20)).await;
+        // Sentinel refuses a new failover until the previous one has settled.
+        for _ in 0..100 {
+            let roles = topology.roles().await;
+            if roles.iter().filter(|(_, role)| role == "slave").count() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("failover {round}: {old} -> {new}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let outcome = writers.finish().await;
+    assert!(
+        outcome.failed.is_empty(),
+        "no write may fail within its deadline: {}",
+        summary(&outcome)
+    );
+    let lost = lost_writes(&topology, &outcome.acked).await;
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost",
+        lost.len(),
+        outcome.acked.len()
+    );
+}
