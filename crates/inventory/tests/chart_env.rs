@@ -67,6 +67,11 @@ fn run(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
 
 /// Every object `helm template` renders for `profile` ("default" or a ci/*-values.yaml name).
 fn render(profile: &str) -> Vec<Value> {
+    render_with(profile, None)
+}
+
+/// Like [`render`], with the values of `extra` (YAML) on top of the profile's.
+fn render_with(profile: &str, extra: Option<&str>) -> Vec<Value> {
     let mut helm = Command::new(tool("bin/helm"));
     helm.args(["template", RELEASE])
         .arg(chart())
@@ -74,6 +79,14 @@ fn render(profile: &str) -> Vec<Value> {
     if profile != "default" {
         helm.arg("-f")
             .arg(chart().join(format!("ci/{profile}-values.yaml")));
+    }
+    let extra_file = extra.map(|yaml| {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), yaml).expect("write values");
+        file
+    });
+    if let Some(file) = &extra_file {
+        helm.arg("-f").arg(file.path());
     }
     let yaml = run(&mut helm, b"");
     let json = run(
@@ -246,7 +259,12 @@ fn container_port(container: &Value, name: &str) -> u16 {
 
 /// Checks shared by every profile; returns the parsed configuration for profile-specific checks.
 fn check_profile(profile: &str) -> (Rendered, Config) {
-    let objects = Rendered(render(profile));
+    check_values(profile, None)
+}
+
+/// [`check_profile`] with extra values.
+fn check_values(profile: &str, extra: Option<&str>) -> (Rendered, Config) {
+    let objects = Rendered(render_with(profile, extra));
     let pod = app_pod(&objects);
     let config = config_of(&pod);
 
@@ -394,6 +412,21 @@ fn default_profile_sentinel_and_bundled_mysql() {
         "the app asks the Sentinels for the master set they monitor ({master})"
     );
     assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
+    // Guaranteed QoS: every container of a Redis pod has requests equal to limits, for CPU and memory.
+    let pod_spec = &sts["spec"]["template"]["spec"];
+    for container in ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| pod_spec[*k].as_array().into_iter().flatten())
+    {
+        let r = &container["resources"];
+        for resource in ["cpu", "memory"] {
+            assert!(
+                r["limits"][resource].is_string() && r["requests"][resource] == r["limits"][resource],
+                "Redis container {}: {resource} requests must equal limits (Guaranteed QoS): {r}",
+                container["name"]
+            );
+        }
+    }
     assert!(redis.password.is_some(), "the bundled Redis requires a password");
     assert_eq!(
         redis.password, *sentinel_password,
@@ -479,4 +512,40 @@ fn a_variable_the_app_does_not_read_is_caught() {
         .map(String::as_str)
         .unwrap_or_default();
     assert!(text.contains("REDIS_SENTINEL_MASTR"), "{text}");
+}
+
+/// redis.external with a URL, and with Cluster nodes (the profiles cover Sentinel).
+#[test]
+fn external_redis_url_and_cluster() {
+    let (_, config) = check_values(
+        "external-redis",
+        Some(
+            "redis:\n  external:\n    sentinels: []\n    sentinelMaster: \"\"\n    sentinelPasswordKey: \"\"\n    \
+             url: rediss://redis.example.internal:6380/2\n",
+        ),
+    );
+    let SessionDriver::Redis(redis) = &config.session_driver else {
+        panic!("Redis expected");
+    };
+    assert!(
+        matches!(&redis.topology, Topology::Standalone { url } if url == "rediss://redis.example.internal:6380/2"),
+        "{:?}",
+        redis.topology
+    );
+    let (_, config) = check_values(
+        "external-redis",
+        Some(
+            "redis:\n  external:\n    sentinels: []\n    sentinelMaster: \"\"\n    sentinelPasswordKey: \"\"\n    \
+             clusterNodes: [\"redis-0.redis:6379\", \"redis-1.redis:6379\", \"redis-2.redis:6379\"]\n",
+        ),
+    );
+    let SessionDriver::Redis(redis) = &config.session_driver else {
+        panic!("Redis expected");
+    };
+    assert!(
+        matches!(&redis.topology, Topology::Cluster { nodes } if nodes.len() == 3),
+        "{:?}",
+        redis.topology
+    );
+    assert!(redis.password.is_some(), "passwordKey gives REDIS_PASSWORD");
 }
