@@ -362,3 +362,54 @@ async fn successive_failovers_keep_writes_flowing() {
         outcome.acked.len()
     );
 }
+
+/// Data nodes with a password (as the chart deploys them): the store authenticates to every master it
+/// discovers, including after a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_topology_is_followed_across_a_failover() {
+    let topology =
+        mooring_conformance::redis::sentinel_topology(topology_options().with_password("s3cret pass")).await;
+    let mut config = RedisConfig::new(Topology::Sentinel {
+        sentinels: topology.sentinel_addrs(),
+        master: topology.master_name().to_owned(),
+        sentinel_username: None,
+        sentinel_password: None,
+    });
+    config.password = Some("s3cret pass".into());
+    config.deadline = Duration::from_secs(10);
+    let store = RedisStore::connect(config)
+        .await
+        .expect("connect with the password");
+    let key = SessionId::generate().store_key();
+    let record = Record {
+        created_at: now_ms(),
+        deadline: now_ms() + 3_600_000,
+        ..Record::default()
+    };
+    store.create(&key, &record, &policy()).await.expect("create");
+    let old = topology.failover().await;
+    topology.wait_for_new_master(&old, Duration::from_secs(20)).await;
+    let mut delta = Delta::default();
+    delta.set.insert("after".into(), b"failover".to_vec());
+    assert!(matches!(
+        store.apply(&key, &delta, &policy()).await.expect("apply"),
+        Applied::Saved { .. }
+    ));
+    let loaded = store.load(&key, &policy()).await.expect("load").expect("record");
+    assert_eq!(loaded.record.attrs["after"], b"failover".to_vec());
+
+    let mut wrong = RedisConfig::new(Topology::Sentinel {
+        sentinels: topology.sentinel_addrs(),
+        master: topology.master_name().to_owned(),
+        sentinel_username: None,
+        sentinel_password: None,
+    });
+    wrong.password = Some("wrong".into());
+    wrong.deadline = Duration::from_millis(500);
+    let refused = RedisStore::connect(wrong).await;
+    assert!(refused.is_err(), "a wrong password must not connect");
+    assert!(
+        !format!("{:?}", refused.err()).contains("s3cret"),
+        "the password never appears in errors"
+    );
+}
