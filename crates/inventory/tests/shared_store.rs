@@ -11,6 +11,10 @@ use mooring_conformance::provision;
 use reqwest::StatusCode;
 use support::{APP_KEY, Client, Process};
 
+/// The test is about lost updates, not latency: 16 writers of one session row through two processes retry
+/// their compare-and-set on a loaded two-core CI machine for longer than the 2 s default.
+const STORE_TIMEOUT_MS: &str = "15000";
+
 /// Two processes on one database URL, each with its own DATA_DIR and the same APP_KEY, as replicas run.
 async fn pair(database_url: &str) -> (Process, Process, [tempfile::TempDir; 2]) {
     let dirs = [
@@ -23,12 +27,14 @@ async fn pair(database_url: &str) -> (Process, Process, [tempfile::TempDir; 2]) 
         ("DATA_DIR", a_dir),
         ("APP_KEY", APP_KEY),
         ("INSTANCE_NAME", "inventory-a"),
+        ("SESSION_STORE_TIMEOUT_MS", STORE_TIMEOUT_MS),
     ];
     let b_vars = [
         ("DATABASE_URL", database_url),
         ("DATA_DIR", b_dir),
         ("APP_KEY", APP_KEY),
         ("INSTANCE_NAME", "inventory-b"),
+        ("SESSION_STORE_TIMEOUT_MS", STORE_TIMEOUT_MS),
     ];
     let (a, b) = tokio::join!(Process::spawn(&a_vars), Process::spawn(&b_vars));
     (a, b, dirs)
