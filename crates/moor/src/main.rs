@@ -64,7 +64,7 @@ struct LabArgs {
     /// Session driver of the apps: redis-sentinel, redis or sql.
     #[arg(long, default_value = "redis-sentinel")]
     driver: Driver,
-    /// First port of the lab; every other port is derived from it.
+    /// First port of the lab; every other port is derived from it. 0 picks a base whose whole range is free.
     #[arg(long, default_value_t = 7100)]
     base_port: u16,
     /// Sentinel `down-after-milliseconds`.
@@ -77,11 +77,15 @@ struct LabArgs {
 
 impl LabArgs {
     fn config(&self) -> LabConfig {
+        let base_port = match self.base_port {
+            0 => moor::lab::find_free_base_port(20_000..30_000, self.apps, self.driver).unwrap_or(7100),
+            port => port,
+        };
         LabConfig {
             dir: self.dir.dir.clone(),
             apps: self.apps,
             driver: self.driver,
-            base_port: self.base_port,
+            base_port,
             down_after_ms: self.down_after_ms,
             inventory_bin: self.inventory_bin.clone(),
         }
