@@ -407,6 +407,31 @@ impl Writer {
     }
 }
 
+/// Stops every Redis node with `signal`, waits, starts them all on their data dirs and waits until the lab is
+/// healthy: the injection of `redis-restart-all` (SIGTERM) and `redis-crash-all` (SIGKILL).
+pub(crate) async fn restart_every_redis(
+    ctx: &Ctx<'_>,
+    signal: crate::lab::Signal,
+    what: &str,
+) -> anyhow::Result<Injected> {
+    let nodes = ctx.lab.redis_nodes().await;
+    let fault_at = ctx.mark(what);
+    for node in &nodes {
+        ctx.lab.signal_redis(node, signal).await?;
+    }
+    ctx.settle(Duration::from_secs(3), Duration::from_secs(1)).await;
+    ctx.mark("start every Redis node");
+    for node in &nodes {
+        ctx.lab.start_redis(node).await?;
+    }
+    ctx.lab.wait_healthy(Duration::from_secs(60)).await?;
+    ctx.mark("Redis healthy again");
+    Ok(Injected {
+        fault_at: Some(fault_at),
+        ..Injected::default()
+    })
+}
+
 /// The common budgets every session scenario shares.
 pub(crate) fn session_budgets(report: &ProbeReport) -> Vec<Budget> {
     vec![

@@ -6,29 +6,12 @@
 //! Budget: acknowledged writes lost ≤ one second of writes (at the rate measured before the crash), 0
 //! logouts of sessions older than that.
 
-use std::time::Duration;
-
 use super::{Budget, Ctx, Injected};
 use crate::lab::Signal;
 use crate::probe::ProbeReport;
 
 pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
-    let nodes = ctx.lab.redis_nodes().await;
-    let fault_at = ctx.mark("kill -9 every Redis node");
-    for node in &nodes {
-        ctx.lab.signal_redis(node, Signal::Kill).await?;
-    }
-    ctx.settle(Duration::from_secs(3), Duration::from_secs(1)).await;
-    ctx.mark("start every Redis node");
-    for node in &nodes {
-        ctx.lab.start_redis(node).await?;
-    }
-    ctx.lab.wait_healthy(Duration::from_secs(60)).await?;
-    ctx.mark("Redis healthy again");
-    Ok(Injected {
-        fault_at: Some(fault_at),
-        ..Injected::default()
-    })
+    super::restart_every_redis(ctx, Signal::Kill, "kill -9 every Redis node").await
 }
 
 pub(super) fn budgets(report: &ProbeReport, injected: &Injected) -> Vec<Budget> {

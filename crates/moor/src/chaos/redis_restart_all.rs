@@ -6,29 +6,12 @@
 //! session is back.
 //! Budget: 0 sessions lost (0 logouts, 0 acknowledged writes lost).
 
-use std::time::Duration;
-
 use super::{Budget, Ctx, Injected, session_budgets};
 use crate::lab::Signal;
 use crate::probe::ProbeReport;
 
 pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
-    let nodes = ctx.lab.redis_nodes().await;
-    let fault_at = ctx.mark("graceful stop of every Redis node");
-    for node in &nodes {
-        ctx.lab.signal_redis(node, Signal::Term).await?;
-    }
-    ctx.settle(Duration::from_secs(3), Duration::from_secs(1)).await;
-    ctx.mark("start every Redis node");
-    for node in &nodes {
-        ctx.lab.start_redis(node).await?;
-    }
-    ctx.lab.wait_healthy(Duration::from_secs(60)).await?;
-    ctx.mark("Redis healthy again");
-    Ok(Injected {
-        fault_at: Some(fault_at),
-        ..Injected::default()
-    })
+    super::restart_every_redis(ctx, Signal::Term, "graceful stop of every Redis node").await
 }
 
 pub(super) fn budgets(report: &ProbeReport) -> Vec<Budget> {
