@@ -51,6 +51,20 @@ impl Target {
         }
     }
 
+    /// Like [`Target::sentinel`], with the answer piped through `filter` inside the pod.
+    fn sentinel_pipe(&self, why: &'static str, command: &[&str], filter: &str, capture: Capture) -> Step {
+        let pod = format!("{}-redis-0", self.release);
+        let cli = format!(
+            "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -p 26379 {} | {filter}",
+            command.join(" ")
+        );
+        self.step(
+            why,
+            &["exec", pod.as_str(), "-c", "sentinel", "--", "sh", "-c", &cli],
+            capture,
+        )
+    }
+
     /// `redis-cli` against the Sentinel of pod 0, authenticated with the pod's own `REDIS_PASSWORD` (the
     /// chart protects Sentinels with the same Secret), so the password never appears in the plan.
     fn sentinel(&self, why: &'static str, command: &[&str], capture: Capture) -> Step {
@@ -113,19 +127,12 @@ pub fn plan(scenario: Scenario, target: &Target) -> Result<Vec<Step>, &'static s
             ),
         ],
         Scenario::RedisMasterKill => vec![
-            target.sentinel(
-                "ask Sentinel for the master's address",
+            // The chart's Sentinels announce pod host names (<pod>.<headless service>...): the pod is the
+            // first label.
+            target.sentinel_pipe(
+                "ask Sentinel which pod is the master",
                 &["SENTINEL", "get-master-addr-by-name", &target.master],
-                Capture::As("MASTER_ADDR"),
-            ),
-            target.step(
-                "find the pod with that address",
-                &[
-                    "get",
-                    "pods",
-                    "-o",
-                    "jsonpath={.items[?(@.status.podIP==\"$MASTER_ADDR\")].metadata.name}",
-                ],
+                "head -n1 | cut -d. -f1",
                 Capture::As("MASTER_POD"),
             ),
             target.step(
