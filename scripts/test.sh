@@ -32,7 +32,7 @@ cargo test --workspace --locked
 section "chaos (moor chaos all --short: the failure scenarios and their budgets, in the local lab)"
 cargo build --locked -p moor -p inventory
 lab_dir="$(mktemp -d)/lab"
-trap 'target/debug/moor lab down --wipe --dir "$lab_dir" >/dev/null 2>&1 || true' EXIT
-target/debug/moor chaos all --short --dir "$lab_dir" --base-port 0 --report-dir target/chaos-reports
+trap '"${CARGO_TARGET_DIR:-target}"/debug/moor lab down --wipe --dir "$lab_dir" >/dev/null 2>&1 || true' EXIT
+"${CARGO_TARGET_DIR:-target}"/debug/moor chaos all --short --dir "$lab_dir" --base-port 0 --report-dir target/chaos-reports
 
 section "all checks passed"
