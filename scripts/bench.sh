@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark of issue 3, run by hand (not in CI: it takes ~13 minutes and is noisy).
+# The benchmark of issue 3, run by hand (not in CI: ~15 minutes on a quiet machine, more when other tenants
+# force retries; and noisy).
 #
 # Builds the bench app (crates/mooring-bench) and the peers of ../shared/peers (into target/peers, outside
 # their tree; express is copied there and `npm ci`-installed, or skipped when npm is missing), starts a
@@ -8,10 +9,13 @@
 #   2. scripts/bench/run.sh                    3 reps x 5 peers x 4 routes x wrk -t1 -c32 -d10s, interleaved
 #   3. scripts/bench/inspect.sh                commands per request, key layout, bytes per session
 #   4. scripts/bench/table.py                  the table of docs/performance.md, with the targets
+#   5. with PROFILE=1: scripts/bench/cpu-split.sh (CPU per request of the app and of Redis) and
+#      scripts/bench/lua-cost.py (Redis's execution time of each command and script)
 # Results go to OUT (default target/bench/<date>); the table is OUT/table.md.
 #
 # Knobs (passed on): PEERS, REPS, DUR, CONNS, THREADS, MAX_OTHERS, REDIS_PORT (default: first free from
-# 6390), SESSION_DURABILITY (default async), SKIP_BUILD=1.
+# 6390), SESSION_DURABILITY (default async), SKIP_BUILD=1, QUIET_WAIT (s, default 600) and QUIET_PCT (default 20)
+# for the wait for a quiet machine before the run.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PEERS_DIR="${PEERS_DIR:-$(cd "$REPO/../shared/peers" && pwd)}"
@@ -53,6 +57,20 @@ export CARGO_TARGET_DIR="$PEER_TARGET"  # where the shared peers.sh looks for th
 export EXPRESS_DIR="$PEER_TARGET/express-session"
 export MOORING_BIN="$REPO/target/release/mooring-bench"
 
+say "waiting for a quiet machine"
+# Other tenants (builds, test suites) share the 2 cores: wait up to QUIET_WAIT s for a 10 s window in which
+# less than QUIET_PCT % of one core is busy. run.sh still checks every wrk run and retries a disturbed one.
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+waited=0
+while :; do
+  read -r b0 t0 < <(busy); sleep 10; read -r b1 t1 < <(busy)
+  pct=$(( (b1 - b0) * 100 * $(nproc) / (t1 - t0) ))
+  echo "busy: ${pct}% of one core over 10 s"
+  [ "$pct" -lt "${QUIET_PCT:-20}" ] && break
+  waited=$((waited + 10))
+  if [ "$waited" -ge "${QUIET_WAIT:-600}" ]; then echo "still busy after ${waited}s; running anyway" >&2; break; fi
+done
+
 say "private redis-server"
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [ -z "${REDIS_PORT:-}" ]; then
@@ -86,3 +104,9 @@ say "inspection"
 bash "$REPO/scripts/bench/inspect.sh" >/dev/null
 say "table ($OUT/table.md)"
 python3 "$REPO/scripts/bench/table.py" "$OUT" | tee "$OUT/table.md"
+if [ -n "${PROFILE:-}" ]; then  # ~2.5 more minutes: where the time goes (docs/performance.md)
+  say "CPU per request (app, redis-server)"
+  PEERS="mooring actix axum-p1" bash "$REPO/scripts/bench/cpu-split.sh" | tee "$OUT/cpu-split.txt"
+  say "cost of each Redis command and script, in Redis"
+  python3 "$REPO/scripts/bench/lua-cost.py" | tee "$OUT/lua-cost.md"
+fi
