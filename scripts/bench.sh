@@ -22,6 +22,7 @@ export PEERS_DIR="${PEERS_DIR:-$(cd "$REPO/../shared/peers" && pwd)}"
 export OUT="${OUT:-$REPO/target/bench/$(date +%Y%m%d-%H%M%S)}"
 PEER_TARGET="${PEER_TARGET:-$REPO/target/peers}"
 mkdir -p "$OUT/logs" "$PEER_TARGET"
+OUT="$(cd "$OUT" && pwd)"  # absolute: redis-server resolves its log file after changing to --dir
 say() { printf '\n== %s\n' "$*"; }
 
 say "tools"

@@ -15,7 +15,7 @@ med = lambda p, rt, k="rps": statistics.median(agg[(p, rt)][k]) if agg[(p, rt)][
 sent, cmds, size = defaultdict(dict), defaultdict(dict), {}
 try:
     for r in csv.DictReader(open(f"{out}/inspect.tsv"), delimiter="\t"):
-        sent[r["peer"]][r["request"]] = r["sent"]
+        sent[r["peer"]][r["request"]] = f"{r.get('trips', '?')} ({r['sent']})"
         cmds[r["peer"]][r["request"]] = r["commandstats"] or "-"
     for r in csv.DictReader(open(f"{out}/bytes.tsv"), delimiter="\t"):
         size[r["peer"]] = f"{r['bytes']} ({r['keys']} key{'s' if r['keys'] != '1' else ''})"
@@ -23,7 +23,7 @@ except FileNotFoundError:
     pass
 
 print("| peer | rps /plain | rps /read | rps /incr | rps /incr new | /read ÷ /plain | /incr ÷ /plain"
-      " | p99 /incr ms | bytes per session | commands sent: /read, /incr, new | errors |")
+      " | p99 /incr ms | bytes per session | round trips (commands sent): /read, /incr, new | errors |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
 for p in peers:
     errors = sum(sum(a["non2xx"]) + sum(a["sockerr"]) for (q, _), a in agg.items() if q == p)

@@ -104,6 +104,18 @@ async fn connect(
         .await
 }
 
+impl RedisConfig {
+    /// The node this configuration names right now, as `host:port` and connection info (auth, db, TLS as the
+    /// store uses them): the standalone URL, or the master the Sentinels name, asked once through the store's
+    /// own discovery. For tools that talk to Redis directly (`moor backup`); the store itself follows
+    /// failovers. Not for Cluster, which has no single master.
+    pub async fn current_node(&self) -> Result<(String, ConnectionInfo)> {
+        Follower::new(Arc::new(self.clone()), Arc::default())?
+            .discover()
+            .await
+    }
+}
+
 impl Follower {
     fn new(config: Arc<RedisConfig>, stats: Arc<RedisStats>) -> Result<Self> {
         let discovery = match &config.topology {

@@ -11,14 +11,15 @@
 //!
 //! The packing keeps a small session in Redis's smallest listpack class: a session holding one small
 //! integer costs 88 bytes of `MEMORY USAGE`. The key's TTL is the idle expiry, capped by the deadline: every
-//! load and write sets `PEXPIREAT min(now + idle, deadline)`. Times come from the application (`now`
-//! argument), as for every other store.
+//! write sets `PEXPIREAT min(now + idle, deadline)`, and a load (no script: `HGETALL` + `PEXPIREAT now +
+//! idle`, pipelined) caps it again when it finds the deadline closer than that. Times come from the
+//! application (`now` argument), as for every other store.
 
 use redis::Script;
 
 use crate::error::Result;
 
-/// Shared by the scripts that read metadata: `meta(m)` returns version, created, deadline (or nil).
+/// Reads the metadata field: `meta(m)` returns version, created, deadline (or nil).
 const META: &str = r"
 local function meta(m)
   if m == nil then return nil end
@@ -31,73 +32,69 @@ local function meta(m)
   end
   return nil
 end
-local function packmeta(v, c, d)
-  if d >= c and d - c < 4294967296 then return struct.pack('>I4I6I4', v, c, d - c) end
-  return struct.pack('>I4I6I6', v, c, d)
-end
-";
-
-/// Loads a session and slides its expiry: `nil`, or `{expires_at, {field, value, ...}}` (expires_at 0 when
-/// the metadata is unreadable: the client reports the record as corrupt).
-const LOAD: &str = r"
-local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return false end
-local m = nil
-for i = 1, #h, 2 do
-  if h[i] == '' then m = h[i + 1] break end
-end
-local _, _, d = meta(m)
-if d == nil then return {0, h} end
-local now = tonumber(ARGV[1])
-if d <= now then return false end
-local e = math.min(now + tonumber(ARGV[2]), d)
-redis.call('PEXPIREAT', KEYS[1], e)
-return {e, h}
 ";
 
 /// Creates a session unless the key exists: 1 created, 0 exists.
-/// ARGV: now, idle, deadline, then field/value pairs (the metadata field included).
+/// ARGV: expiry (unix ms, already capped at the deadline), then field/value pairs (the metadata included).
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('PEXPIREAT', KEYS[1], math.min(tonumber(ARGV[1]) + tonumber(ARGV[2]), tonumber(ARGV[3])))
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 ";
 
-/// Applies a delta. ARGV: now, idle, expected version ('' for none), max bytes, user op ('' keep, '-' clear,
-/// '=<user>' set), number of pairs n, n field/value pairs, then fields to delete.
+/// Applies a delta. ARGV: now, now + idle, expected version ('' for none), max bytes, user op ('' keep, '-'
+/// clear, '=<user>' set), number of pairs n, n field/value pairs, then fields to delete.
 /// Returns {1, new version, previous user or ''}, {0} missing, {-1, current version} conflict,
 /// {-2} malformed record, {-3, size} too large.
+///
+/// Times travel as the decimal strings the client formats, and the metadata is rewritten by replacing only
+/// its version bytes: Lua converts no number to text on the common path (that conversion, and the Lua work
+/// around the calls, used to cost more than the writes themselves). The size after the delta is the size of
+/// the untouched fields plus the delta's, in one pass over the hash.
 const APPLY: &str = r"
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {0} end
-local cur = {}
-for i = 1, #h, 2 do cur[h[i]] = h[i + 1] end
-local v, c, d = meta(cur[''])
-if d == nil then return {-2} end
-local now = tonumber(ARGV[1])
-if d <= now then return {0} end
-if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= v then return {-1, v} end
-cur[''] = packmeta(v + 1, c, d)
 local n = tonumber(ARGV[6])
 local last = 6 + 2 * n
-for i = 7, last, 2 do cur[ARGV[i]] = ARGV[i + 1] end
-for i = last + 1, #ARGV do cur[ARGV[i]] = nil end
-local olduser = cur['@u'] or ''
-if ARGV[5] == '-' then cur['@u'] = nil elseif ARGV[5] ~= '' then cur['@u'] = string.sub(ARGV[5], 2) end
+local op = ARGV[5]
+local touched = {}
 local size = 0
-for f, val in pairs(cur) do size = size + #f + #val + 2 end
-if size > tonumber(ARGV[4]) then return {-3, size} end
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 7, last)) end
-if #ARGV > last then redis.call('HDEL', KEYS[1], unpack(ARGV, last + 1)) end
-if ARGV[5] == '-' then
-  redis.call('HDEL', KEYS[1], '@u')
-elseif ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], '@u', string.sub(ARGV[5], 2))
+for i = 7, last, 2 do
+  touched[ARGV[i]] = true
+  size = size + #ARGV[i] + #ARGV[i + 1] + 2
 end
-redis.call('HSET', KEYS[1], '', cur[''])
-redis.call('PEXPIREAT', KEYS[1], math.min(now + tonumber(ARGV[2]), d))
-return {1, v + 1, olduser}
+for i = last + 1, #ARGV do touched[ARGV[i]] = true end
+if op ~= '' then
+  touched['@u'] = true
+  if op ~= '-' then size = size + #op + 3 end
+end
+local m, olduser
+for i = 1, #h, 2 do
+  local f = h[i]
+  if f == '' then m = h[i + 1] elseif f == '@u' then olduser = h[i + 1] end
+  if not touched[f] then size = size + #f + #h[i + 1] + 2 end
+end
+local v, _, d = meta(m)
+if d == nil then return {-2} end
+if d <= tonumber(ARGV[1]) then return {0} end
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= v then return {-1, v} end
+if size > tonumber(ARGV[4]) then return {-3, size} end
+local nm = struct.pack('>I4', v + 1) .. string.sub(m, 5)
+if op == '-' then
+  redis.call('HDEL', KEYS[1], '@u', unpack(ARGV, last + 1))
+elseif #ARGV > last then
+  redis.call('HDEL', KEYS[1], unpack(ARGV, last + 1))
+end
+if op ~= '' and op ~= '-' then
+  redis.call('HSET', KEYS[1], '', nm, '@u', string.sub(op, 2), unpack(ARGV, 7, last))
+else
+  redis.call('HSET', KEYS[1], '', nm, unpack(ARGV, 7, last))
+end
+local e = ARGV[2]
+if tonumber(e) > d then e = d end
+redis.call('PEXPIREAT', KEYS[1], e)
+return {1, v + 1, olduser or ''}
 ";
 
 /// Deletes a session only if it still belongs to the user: 1 deleted, 0 not.
@@ -113,7 +110,6 @@ return {redis.call('PEXPIRETIME', KEYS[1]), redis.call('HGETALL', KEYS[1])}
 
 /// The store's scripts, with their SHA1s.
 pub(crate) struct Scripts {
-    pub(crate) load: Script,
     pub(crate) create: Script,
     pub(crate) apply: Script,
     pub(crate) delete_if_user: Script,
@@ -123,7 +119,6 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Self {
         Self {
-            load: Script::new(&format!("{META}{LOAD}")),
             create: Script::new(CREATE),
             apply: Script::new(&format!("{META}{APPLY}")),
             delete_if_user: Script::new(DELETE_IF_USER),
@@ -133,13 +128,7 @@ impl Scripts {
 
     /// `SCRIPT LOAD`s every script (on Cluster, redis-rs sends it to every master).
     pub(crate) async fn load(&self, conn: &mut impl redis::aio::ConnectionLike) -> Result<()> {
-        for script in [
-            &self.load,
-            &self.create,
-            &self.apply,
-            &self.delete_if_user,
-            &self.peek,
-        ] {
+        for script in [&self.create, &self.apply, &self.delete_if_user, &self.peek] {
             script.prepare_invoke().load_async(conn).await?;
         }
         Ok(())

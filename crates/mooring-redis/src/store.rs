@@ -19,7 +19,7 @@
 //!
 //! | call | round trips |
 //! |---|---|
-//! | load (read + slide the TTL) | 1 (`EVALSHA load`) |
+//! | load (read + slide the TTL) | 1 (`HGETALL` + `PEXPIREAT`, pipelined); +1 in a session's last idle window, to cap the TTL at the deadline |
 //! | create | 1 (`EVALSHA create` + `WAIT`, pipelined); +1 when created signed in |
 //! | apply (delta) | 1 (`EVALSHA apply` + `WAIT`); +1 when the user changes |
 //! | delete | 1 (`DEL` + `WAIT`) |
@@ -331,21 +331,35 @@ async fn has_replicas(backend: &Backend) -> Result<bool> {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, key: &StoreKey, policy: &Policy) -> mooring::Result<Option<Loaded>> {
-        let mut cmd = evalsha(&self.inner.scripts.load, &self.session_key(key));
-        cmd.arg(now_ms()).arg(policy.idle.as_millis() as u64);
+        let now = now_ms();
+        let skey = self.session_key(key);
+        let slid = policy.expires_at(now, u64::MAX);
+        // One round trip of two native commands: Redis runs them back to back for this connection, and both
+        // cost less than starting a script. A missing key ignores the PEXPIREAT.
         let mut pipe = redis::pipe();
-        pipe.add_command(cmd);
+        pipe.cmd("HGETALL").arg(&skey);
+        pipe.cmd("PEXPIREAT").arg(&skey).arg(slid).ignore();
         let mut values = self.run(&pipe, Retry::Safe, false).await?;
-        let reply = values.pop().ok_or_else(|| shape("empty reply"))?;
-        if matches!(reply, Value::Nil) {
+        let flat = array(values.pop().ok_or_else(|| shape("empty reply"))?)?;
+        if flat.is_empty() {
             return Ok(None);
         }
-        let mut reply = array(reply)?.into_iter();
-        let (Some(expiry), Some(flat)) = (reply.next(), reply.next()) else {
-            return Err(shape("bad load reply").into());
-        };
-        let (record, version) = decode(array(flat)?)?;
-        let expires_at = u64::try_from(int(&expiry)?).map_err(|_| shape("negative expiry"))?;
+        let (record, version) = decode(flat)?;
+        if record.deadline < slid {
+            // The session's last idle window (or past its deadline): cap the TTL at the deadline, which removes
+            // a key whose deadline has passed. The deadline never changes, so this cannot cut a live session
+            // short. Best effort: without it the key outlives its deadline by at most one idle timeout, and is
+            // refused as expired all the same.
+            let mut cap = redis::pipe();
+            cap.cmd("PEXPIREAT").arg(&skey).arg(record.deadline).ignore();
+            if let Err(err) = self.run(&cap, Retry::Never, false).await {
+                tracing::debug!(%err, "could not cap a session's TTL at its deadline");
+            }
+            if record.deadline <= now {
+                return Ok(None);
+            }
+        }
+        let expires_at = slid.min(record.deadline);
         Ok(Some(Loaded {
             record,
             version,
@@ -368,9 +382,7 @@ impl SessionStore for RedisStore {
             });
         }
         let mut cmd = evalsha(&self.inner.scripts.create, &self.session_key(key));
-        cmd.arg(now_ms())
-            .arg(policy.idle.as_millis() as u64)
-            .arg(record.deadline);
+        cmd.arg(policy.expires_at(now_ms(), record.deadline));
         for (f, v) in &fields {
             cmd.arg(f).arg(v);
         }
@@ -402,8 +414,9 @@ impl SessionStore for RedisStore {
             Some(None) => "-".to_owned(),
             Some(Some(user)) => format!("={user}"),
         };
-        cmd.arg(now_ms())
-            .arg(policy.idle.as_millis() as u64)
+        let now = now_ms();
+        cmd.arg(now)
+            .arg(policy.expires_at(now, u64::MAX))
             .arg(expected)
             .arg(policy.max_record_bytes)
             .arg(user_op)
@@ -476,9 +489,15 @@ impl SessionStore for RedisStore {
         let mut live = Vec::new();
         let mut stale = Vec::new();
         for (key, peeked) in members.into_iter().zip(peeks) {
-            match peeked? {
-                Some(loaded) if loaded.record.user.as_deref() == Some(user) => live.push((key, loaded)),
-                _ => stale.push(key),
+            match peeked.map_err(mooring::Error::from) {
+                Ok(Some(loaded)) if loaded.record.user.as_deref() == Some(user) => live.push((key, loaded)),
+                Ok(_) => stale.push(key),
+                // Not a session of this user's any more: a load reports it as corrupt.
+                Err(mooring::Error::Corrupt(detail)) => {
+                    tracing::warn!(session = %key.fingerprint(), %detail, "corrupt session record left out of a user's sessions");
+                    stale.push(key);
+                }
+                Err(err) => return Err(err),
             }
         }
         if !stale.is_empty() {
@@ -505,8 +524,16 @@ impl SessionStore for RedisStore {
             cmd.arg(user);
             let mut pipe = redis::pipe();
             pipe.add_command(cmd);
-            let values = self.run(&pipe, Retry::Safe, true).await?;
-            Ok::<bool, RedisStoreError>(values.first().map(int).transpose()? == Some(1))
+            match self
+                .run(&pipe, Retry::Safe, true)
+                .await
+                .map_err(mooring::Error::from)
+            {
+                Ok(values) => Ok(values.first().map(int).transpose()? == Some(1)),
+                // A key of another type holds no user: nothing of this user's to delete.
+                Err(mooring::Error::Corrupt(_)) => Ok(false),
+                Err(err) => Err(err),
+            }
         }))
         .await;
         let mut deleted = 0;

@@ -1,6 +1,6 @@
 //! What a session costs in Redis, measured on a real server through the whole engine (axum + SessionLayer):
-//! bytes (`MEMORY USAGE` of every key a session uses), commands per request (`INFO commandstats`), and the
-//! handling of bad data found in Redis.
+//! bytes (`MEMORY USAGE` of every key a session uses), round trips and commands per request (`INFO stats`,
+//! `INFO commandstats`), and the handling of bad data found in Redis.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -112,18 +112,33 @@ async fn commands(conn: &mut MultiplexedConnection) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The commands the client sent (round trips): `EVALSHA`s. Commands that only the scripts run inside Redis
-/// (`HGETALL`, `HSET`, ...) are listed by `INFO commandstats` too; they must be nothing else.
-async fn sent(conn: &mut MultiplexedConnection) -> u64 {
-    let mut evalsha = 0;
-    for (name, calls) in commands(conn).await {
-        match name.as_str() {
-            "evalsha" => evalsha = calls,
-            "exists" | "hset" | "hgetall" | "hdel" | "pexpireat" => {}
-            other => panic!("unexpected command {other} ({calls} calls): only scripts may run"),
-        }
-    }
-    evalsha
+/// Round trips since the last `CONFIG RESETSTAT`: the reads Redis processed (`total_reads_processed`), less
+/// the one that brought this `INFO`. A pipeline arrives in one read, so it counts once, as it should.
+async fn round_trips(conn: &mut MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    let reads: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_reads_processed in INFO stats");
+    reads - 1
+}
+
+/// What a request cost: its round trips and every command Redis ran for it (those sent and those a script
+/// called), sorted by name.
+async fn cost(conn: &mut MultiplexedConnection) -> (u64, Vec<(String, u64)>) {
+    let trips = round_trips(conn).await;
+    let mut commands = commands(conn).await;
+    commands.sort();
+    (trips, commands)
+}
+
+fn calls(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+    list.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
 }
 
 async fn reset(conn: &mut MultiplexedConnection) {
@@ -163,24 +178,39 @@ async fn a_session_holding_one_small_integer_costs_at_most_100_bytes() {
 }
 
 #[tokio::test]
-async fn a_read_is_one_command_a_write_two_and_a_new_session_one() {
+async fn a_read_is_one_round_trip_a_write_two_and_a_new_session_one() {
     let (_server, _store, manager, mut conn) = setup().await;
     let app = app(&manager);
     // Scripts are loaded once at connect; start counting after that.
     reset(&mut conn).await;
     let (_, cookie, _) = send(&app, "/incr", None).await;
     let cookie = cookie.expect("cookie");
-    assert_eq!(sent(&mut conn).await, 1, "creating a session is one round trip");
+    assert_eq!(
+        cost(&mut conn).await,
+        (
+            1,
+            calls(&[("evalsha", 1), ("exists", 1), ("hset", 1), ("pexpireat", 1)])
+        ),
+        "creating a session is one round trip: the create script"
+    );
     reset(&mut conn).await;
     assert_eq!(send(&app, "/read", Some(&cookie)).await.2, "1");
     assert_eq!(
-        sent(&mut conn).await,
-        1,
-        "a read (with its TTL slide) is one round trip"
+        cost(&mut conn).await,
+        (1, calls(&[("hgetall", 1), ("pexpireat", 1)])),
+        "a read, with its TTL slide, is one round trip of two native commands"
     );
     reset(&mut conn).await;
     assert_eq!(send(&app, "/incr", Some(&cookie)).await.2, "2");
-    assert_eq!(sent(&mut conn).await, 2, "a read-modify-write is two round trips");
+    assert_eq!(
+        cost(&mut conn).await,
+        (
+            2,
+            // The load's HGETALL and PEXPIREAT, then the apply script's HGETALL, HSET and PEXPIREAT.
+            calls(&[("evalsha", 1), ("hgetall", 2), ("hset", 1), ("pexpireat", 2)])
+        ),
+        "a read-modify-write is two round trips"
+    );
     // The TTL was slid by the read: it is close to the idle timeout.
     let key = all_keys(&mut conn).await.pop().expect("key");
     let ttl: i64 = redis::cmd("PTTL")
@@ -272,4 +302,71 @@ async fn bad_data_in_redis_reads_as_absent_is_counted_and_never_a_500() {
         .expect("HSET");
     assert_eq!(send(&app, "/read", Some(&cookie.expect("cookie"))).await.2, "0");
     assert!(manager.stats().values_undecodable.load(Ordering::Relaxed) >= 1);
+}
+
+async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(conn).await.expect("PTTL")
+}
+
+/// A load slides the TTL natively to `now + idle`; in the session's last idle window it caps the TTL at the
+/// absolute deadline, and a key found past its deadline is removed.
+#[tokio::test]
+async fn a_load_never_leaves_the_ttl_past_the_deadline() {
+    use mooring::{Policy, Record, SessionId, SessionStore, now_ms};
+    use std::time::Duration;
+
+    let (_server, store, _manager, mut conn) = setup().await;
+    let policy = Policy {
+        idle: Duration::from_secs(600),
+        max_record_bytes: 4096,
+    };
+    let key = SessionId::generate().store_key();
+    let skey = store.session_key(&key);
+    let created = now_ms();
+    let record = Record {
+        created_at: created,
+        deadline: created + 3_000,
+        user: None,
+        attrs: [("n".to_owned(), vec![1, 5])].into(),
+    };
+    store.create(&key, &record, &policy).await.expect("create");
+    assert!(pttl(&mut conn, &skey).await <= 3_000, "create caps the TTL");
+    let loaded = store.load(&key, &policy).await.expect("load").expect("live");
+    assert_eq!(
+        loaded.expires_at, record.deadline,
+        "the load reports the capped expiry"
+    );
+    let ttl = pttl(&mut conn, &skey).await;
+    assert!(
+        (0..=3_000).contains(&ttl),
+        "a load in the last idle window leaves the TTL at the deadline, not at now + idle: {ttl} ms"
+    );
+
+    // A key outliving its deadline (as after a lost cap) is refused and removed by the next load.
+    let () = redis::cmd("PERSIST")
+        .arg(&skey)
+        .query_async(&mut conn)
+        .await
+        .map(|_: i64| ())
+        .expect("PERSIST");
+    tokio::time::sleep(
+        Duration::from_millis(3_100).saturating_sub(Duration::from_millis(now_ms() - created)),
+    )
+    .await;
+    assert_eq!(store.load(&key, &policy).await.expect("load"), None);
+    assert_eq!(pttl(&mut conn, &skey).await, -2, "the expired key is gone");
+
+    // A session far from its deadline gets the full idle timeout.
+    let key = SessionId::generate().store_key();
+    let record = Record {
+        deadline: now_ms() + 3_600_000,
+        ..record
+    };
+    store.create(&key, &record, &policy).await.expect("create");
+    store.load(&key, &policy).await.expect("load").expect("live");
+    let ttl = pttl(&mut conn, &store.session_key(&key)).await;
+    assert!(
+        ttl > 595_000 && ttl <= 600_000,
+        "TTL {ttl} ms after a load, the idle timeout is 600 s"
+    );
 }
