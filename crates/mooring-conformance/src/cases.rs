@@ -442,6 +442,37 @@ pub async fn user_index<H: Harness>(h: &H) {
     assert!(store.list_user("alice").await.expect("list").is_empty());
 }
 
+/// A user's record that cannot be decoded does not break the user index: a listing skips it, and revoking the
+/// user's sessions still works (the "your sessions" page and "sign out everywhere" stay usable).
+pub async fn user_index_skips_corrupt_records<H: Harness>(h: &H) {
+    let store = h.store();
+    let (good, bad) = (key(), key());
+    for k in [&good, &bad] {
+        let mut r = record(&[("a", b"1")]);
+        r.user = Some("carol".into());
+        store.create(k, &r, &policy()).await.expect("create");
+    }
+    h.corrupt(&bad).await;
+    let listed: Vec<StoreKey> = store
+        .list_user("carol")
+        .await
+        .expect("a corrupt record must not fail the listing")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![good.clone()],
+        "the readable session is listed, the corrupt one skipped"
+    );
+    store
+        .delete_user("carol", None)
+        .await
+        .expect("a corrupt record must not fail revocation");
+    must_be_gone(&*store, &good, &policy(), "a revoked session").await;
+    assert!(store.list_user("carol").await.expect("list").is_empty());
+}
+
 /// A record whose bytes cannot be decoded is reported as corrupt, never as a panic or an empty session, and can
 /// be deleted and replaced.
 pub async fn corrupt_record<H: Harness>(h: &H) {

@@ -39,7 +39,8 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $harness;
             round_trip, load_slides_idle_expiry, idle_expiry, absolute_deadline, deltas_only_touch_their_attributes,
             concurrent_writers_keep_their_attributes, compare_and_set, create_refuses_existing_key,
-            apply_to_missing_record, id_rotation, invalidation, user_index, corrupt_record, size_limit);
+            apply_to_missing_record, id_rotation, invalidation, user_index, user_index_skips_corrupt_records,
+            corrupt_record, size_limit);
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
         $(

@@ -416,12 +416,21 @@ impl SessionStore for SqlStore {
             let version: i64 = row.try_get(1).map_err(db)?;
             let expires_at: i64 = row.try_get(2).map_err(db)?;
             let data: Vec<u8> = row.try_get(3).map_err(db)?;
+            let key = StoreKey::from_stored(key);
+            // A record that cannot be decoded is no session to list (a load reports it as corrupt).
+            let record = match decode(&data) {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::warn!(session = %key.fingerprint(), %err, "corrupt session record left out of a user's sessions");
+                    continue;
+                }
+            };
             let loaded = Loaded {
-                record: decode(&data)?,
+                record,
                 version: from_db(version),
                 expires_at: from_db(expires_at),
             };
-            out.push((StoreKey::from_stored(key), loaded));
+            out.push((key, loaded));
         }
         Ok(out)
     }

@@ -156,7 +156,8 @@ impl SessionStore for MemoryStore {
         let mut out = Vec::new();
         for (key, entry) in &map.entries {
             if entry.live(now) && entry.user.as_deref() == Some(user) {
-                let record = decode(entry)?;
+                // A record that cannot be decoded is no session to list (a load reports it as corrupt).
+                let Ok(record) = decode(entry) else { continue };
                 out.push((
                     key.clone(),
                     Loaded {
