@@ -245,9 +245,11 @@ async fn a_sentinel_lab_comes_up_takes_faults_and_goes_away() {
         failover.elapsed()
     );
     assert_ne!(new, old);
-    lab.wait_replica_of(&old, &new, Duration::from_secs(40))
+    let following = lab
+        .wait_rejoined(&old, Duration::from_secs(40))
         .await
         .expect("old master rejoins");
+    eprintln!("{old} follows {following} (promoted: {new})");
     eprintln!(
         "old master {old} a replica of {new} after {:?}",
         failover.elapsed()
@@ -321,9 +323,11 @@ async fn a_sentinel_lab_comes_up_takes_faults_and_goes_away() {
         (String::new(), false),
         "nothing left after heal"
     );
-    lab.wait_replica_of(&isolated, &promoted, Duration::from_secs(40))
+    let following = lab
+        .wait_rejoined(&isolated, Duration::from_secs(40))
         .await
         .expect("the isolated node rejoins as a replica");
+    eprintln!("{isolated} follows {following} (promoted: {promoted})");
     eprintln!(
         "partition healed: {isolated} a replica of {promoted} after {:?}",
         cut.elapsed()

@@ -51,28 +51,18 @@ impl Target {
         }
     }
 
-    /// Like [`Target::sentinel`], with the answer piped through `filter` inside the pod.
-    fn sentinel_pipe(&self, why: &'static str, command: &[&str], filter: &str, capture: Capture) -> Step {
-        let pod = format!("{}-redis-0", self.release);
-        let cli = format!(
-            "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -p 26379 {} | {filter}",
-            command.join(" ")
-        );
-        self.step(
-            why,
-            &["exec", pod.as_str(), "-c", "sentinel", "--", "sh", "-c", &cli],
-            capture,
-        )
-    }
-
     /// `redis-cli` against the Sentinel of pod 0, authenticated with the pod's own `REDIS_PASSWORD` (the
-    /// chart protects Sentinels with the same Secret), so the password never appears in the plan.
-    fn sentinel(&self, why: &'static str, command: &[&str], capture: Capture) -> Step {
+    /// chart protects Sentinels with the same Secret), so the password never appears in the plan. With a
+    /// `filter`, the answer is piped through it inside the pod.
+    fn sentinel(&self, why: &'static str, command: &[&str], filter: Option<&str>, capture: Capture) -> Step {
         let pod = format!("{}-redis-0", self.release);
-        let cli = format!(
+        let mut cli = format!(
             "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -p 26379 {}",
             command.join(" ")
         );
+        if let Some(filter) = filter {
+            cli = format!("{cli} | {filter}");
+        }
         self.step(
             why,
             &["exec", pod.as_str(), "-c", "sentinel", "--", "sh", "-c", &cli],
@@ -129,10 +119,10 @@ pub fn plan(scenario: Scenario, target: &Target) -> Result<Vec<Step>, &'static s
         Scenario::RedisMasterKill => vec![
             // The chart's Sentinels announce pod host names (<pod>.<headless service>...): the pod is the
             // first label.
-            target.sentinel_pipe(
+            target.sentinel(
                 "ask Sentinel which pod is the master",
                 &["SENTINEL", "get-master-addr-by-name", &target.master],
-                "head -n1 | cut -d. -f1",
+                Some("head -n1 | cut -d. -f1"),
                 Capture::As("MASTER_POD"),
             ),
             target.step(
@@ -154,6 +144,7 @@ pub fn plan(scenario: Scenario, target: &Target) -> Result<Vec<Step>, &'static s
         Scenario::RedisPlannedFailover => vec![target.sentinel(
             "planned failover",
             &["SENTINEL", "FAILOVER", &target.master],
+            None,
             Capture::None,
         )],
         Scenario::RedisRestartAll => vec![

@@ -35,23 +35,23 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
     ctx.settle(Duration::from_secs(5), Duration::from_secs(2)).await;
     ctx.mark(&format!("restart {old} on its data dir"));
     ctx.lab.start_redis(&old).await?;
-    ctx.lab
-        .wait_replica_of(&old, &new, Duration::from_secs(40))
-        .await?;
-    ctx.mark(&format!("{old} rejoined as a replica"));
+    let following = ctx.lab.wait_rejoined(&old, Duration::from_secs(40)).await?;
+    ctx.mark(&format!("{old} rejoined as a replica of {following}"));
     let limit = ctx.down_after + Duration::from_secs(2);
+    let mut notes = vec![
+        format!(
+            "master {old} killed; Sentinels promoted {new} after {:.2} s",
+            failover.as_secs_f64()
+        ),
+        format!(
+            "first write acknowledged {:.2} s after the kill",
+            writes_back.as_secs_f64()
+        ),
+    ];
+    notes.extend(super::another_failover(&new, &following));
     Ok(Injected {
         fault_at: Some(fault_at),
-        notes: vec![
-            format!(
-                "master {old} killed; Sentinels promoted {new} after {:.2} s",
-                failover.as_secs_f64()
-            ),
-            format!(
-                "first write acknowledged {:.2} s after the kill",
-                writes_back.as_secs_f64()
-            ),
-        ],
+        notes,
         budgets: vec![Budget::within("writes back after the kill", writes_back, limit)],
     })
 }

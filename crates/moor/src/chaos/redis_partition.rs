@@ -30,13 +30,13 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
     ctx.mark("heal the partition");
     partition.heal().await?;
     let new = new?;
-    ctx.lab
-        .wait_replica_of(&old, &new, Duration::from_secs(40))
-        .await?;
-    ctx.mark(&format!("{old} rejoined as a replica of {new}"));
+    let following = ctx.lab.wait_rejoined(&old, Duration::from_secs(40)).await?;
+    ctx.mark(&format!("{old} rejoined as a replica of {following}"));
+    let mut notes = vec![format!("{old} isolated; Sentinels promoted {new}")];
+    notes.extend(super::another_failover(&new, &following));
     Ok(Injected {
         fault_at: Some(fault_at),
-        notes: vec![format!("{old} isolated; Sentinels promoted {new}")],
+        notes,
         ..Injected::default()
     })
 }

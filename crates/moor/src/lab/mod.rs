@@ -488,21 +488,32 @@ impl Lab {
         }
     }
 
-    /// Waits until the data node at `addr` is a replica of `master` with its replication link up.
-    pub async fn wait_replica_of(&self, addr: &str, master: &str, timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until the data node at `addr` is a replica, with its replication link up, of the master the
+    /// Sentinels agree on (at least a quorum, 2, all reporting the same node). Returns that master.
+    ///
+    /// The master is not fixed in advance: on a loaded machine the Sentinels may fail over again while
+    /// `addr` rejoins (a busy master that misses `down-after-milliseconds` of pings is, to them, down), and
+    /// the node then follows the newer master. Callers compare the result with the master they expected.
+    pub async fn wait_rejoined(&self, addr: &str, timeout: Duration) -> anyhow::Result<String> {
         self.redis_member(addr)?;
         let deadline = Instant::now() + timeout;
         loop {
-            let last = match redis::replication(addr).await {
-                Ok(r) if r.role == "replica" && r.link_up && r.master.as_deref() == Some(master) => {
-                    return Ok(());
+            let reports: Vec<String> = self.sentinel_reports().await.into_iter().flatten().collect();
+            let agreed = (reports.len() >= 2 && reports.iter().all(|r| r == &reports[0]))
+                .then(|| reports[0].clone())
+                .filter(|master| master != addr);
+            let last = match (redis::replication(addr).await, agreed) {
+                (Ok(r), Some(master))
+                    if r.role == "replica" && r.link_up && r.master.as_deref() == Some(master.as_str()) =>
+                {
+                    return Ok(master);
                 }
-                Ok(r) => format!("{r:?}"),
-                Err(e) => format!("{e:#}"),
+                (Ok(r), _) => format!("{r:?}; the Sentinels report {reports:?}"),
+                (Err(e), _) => format!("{e:#}"),
             };
             if Instant::now() >= deadline {
                 anyhow::bail!(
-                    "{addr} did not become a replica of {master} with its link up within {timeout:?}; last: {last}\n{}",
+                    "{addr} did not become a replica of the Sentinels' master with its link up within {timeout:?}; last: {last}\n{}",
                     self.sentinel_log_tails()
                 );
             }
