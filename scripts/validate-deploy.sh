@@ -137,6 +137,7 @@ redis.enabled=false|app.sessionDriver=redis needs redis.enabled=true
 redis.external.url=redis://redis:6379|set redis.enabled=false to use an external Redis
 app.shutdown.terminationGracePeriodSeconds=20|must exceed preStopSleepSeconds + delaySeconds + graceSeconds
 database.mode=external|set database.external.secretName
+tracing.otlpEndpoint=https://otel-collector:4318|does not match pattern
 CASES
 
 step "helm template, every profile (rendered into $OUT)"

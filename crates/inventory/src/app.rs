@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError, SessionDriver};
 use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::traced_store::TracedStore;
 
 /// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,21 @@ impl Application {
                 (Arc::new(store), "redis")
             }
             SessionDriver::Memory => (Arc::new(MemoryStore::new()), "memory"),
+        };
+        // Only exported spans need the store's own spans; without export the store is used as it is.
+        let store: Arc<dyn SessionStore> = if config.trace_export.is_some() {
+            let system = match &config.session_driver {
+                SessionDriver::Database(url) => match mooring_sql::Dialect::from_url(url) {
+                    Ok(mooring_sql::Dialect::Postgres) => "postgresql",
+                    Ok(mooring_sql::Dialect::MySql) => "mysql",
+                    _ => "sqlite",
+                },
+                SessionDriver::Redis(_) => "redis",
+                SessionDriver::Memory => "memory",
+            };
+            Arc::new(TracedStore::new(store, system))
+        } else {
+            store
         };
         let sessions = SessionManager::new(store, keys, config.session_config());
         let addr = SocketAddr::new(config.host, config.port);

@@ -221,6 +221,26 @@ pub const VARIABLES: &[Variable] = &[
         default: "auto",
         help: "`replicas:N`: a write is saved only when `WAIT N` confirms N replicas have it (same round trip); `async`: when the master has it; `auto`: `replicas:1` when the master has replicas.",
     },
+    Variable {
+        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default: "(none: no export)",
+        help: "Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. `http://otel-collector:4318`: spans are sent as protobuf to its `/v1/traces`. Plain `http://` only (this build has no TLS for it). Unset, nothing is exported. `OTEL_EXPORTER_OTLP_HEADERS` adds request headers.",
+    },
+    Variable {
+        name: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        default: "(none)",
+        help: "Full URL for spans, used as is (e.g. `http://otel-collector:4318/v1/traces`); replaces OTEL_EXPORTER_OTLP_ENDPOINT and also turns export on.",
+    },
+    Variable {
+        name: "OTEL_SERVICE_NAME",
+        default: "inventory",
+        help: "`service.name` of the exported spans.",
+    },
+    Variable {
+        name: "OTEL_TRACES_SAMPLER_ARG",
+        default: "1.0",
+        help: "Share of new traces exported, from 0 to 1. A request whose `traceparent` header carries the caller's decision follows that decision instead.",
+    },
 ];
 
 /// A configuration error: names the variable and says how to fix it.
@@ -260,6 +280,18 @@ pub enum LogFormat {
     Text,
     /// Text on a terminal, JSON otherwise.
     Auto,
+}
+
+/// Trace export over OTLP/HTTP (protobuf bodies). `None` in [`Config::trace_export`] when no endpoint is set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceExport {
+    /// The URL spans are POSTed to: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, or
+    /// OTEL_EXPORTER_OTLP_ENDPOINT + `/v1/traces`.
+    pub endpoint: String,
+    /// `service.name` of every exported span.
+    pub service_name: String,
+    /// Share of new (root) traces that are sampled, 0 to 1.
+    pub sample_ratio: f64,
 }
 
 /// Where the application secret came from.
@@ -320,6 +352,8 @@ pub struct Config {
     pub trust_proxy_headers: bool,
     /// Log format.
     pub log_format: LogFormat,
+    /// OTLP trace export; off (`None`) unless an endpoint is configured.
+    pub trace_export: Option<TraceExport>,
 }
 
 /// Reads variables through `lookup`, so tests need not touch the process environment.
@@ -481,6 +515,8 @@ impl Config {
             Some(other) => return Err(bad("LOG_FORMAT", format!("'{other}' is not json, text or auto"))),
         };
 
+        let trace_export = trace_export(&env)?;
+
         let port = env.parse("PORT", 8080, "a port number (0-65535)")?;
         let metrics_port = env.parse("METRICS_PORT", 9464, "a port number (0-65535)")?;
         if port != 0 && metrics_port == port {
@@ -526,6 +562,7 @@ impl Config {
             )?),
             trust_proxy_headers: env.flag("TRUST_PROXY_HEADERS", false)?,
             log_format,
+            trace_export,
         })
     }
 
@@ -670,6 +707,66 @@ fn redis_config<F: Fn(&str) -> Option<String>>(
     Ok(config)
 }
 
+/// The OTLP trace export settings. Every OTEL_* value is checked even when no endpoint is set, so a typo shows
+/// at the first start rather than on the day export is turned on.
+fn trace_export<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<TraceExport>, ConfigError> {
+    let endpoint = match (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ) {
+        // The OpenTelemetry specification: the per-signal URL is used as is, the base URL gets the path.
+        (Some(url), _) => Some(otlp_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url)?),
+        (None, Some(base)) => {
+            let base = otlp_url("OTEL_EXPORTER_OTLP_ENDPOINT", base)?;
+            Some(format!("{}/v1/traces", base.trim_end_matches('/')))
+        }
+        (None, None) => None,
+    };
+    let service_name = env.get("OTEL_SERVICE_NAME").unwrap_or_else(|| "inventory".into());
+    let sample_ratio: f64 = env.parse(
+        "OTEL_TRACES_SAMPLER_ARG",
+        1.0,
+        "a number from 0 to 1 (1 exports every trace, 0.1 one in ten)",
+    )?;
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        return Err(bad(
+            "OTEL_TRACES_SAMPLER_ARG",
+            format!("{sample_ratio} is outside 0 to 1; use 1 to export every trace, 0.1 for one in ten"),
+        ));
+    }
+    Ok(endpoint.map(|endpoint| TraceExport {
+        endpoint,
+        service_name,
+        sample_ratio,
+    }))
+}
+
+/// Checks an OTLP/HTTP URL: `http://HOST[:PORT][/PATH]`. The URL is not echoed: it could carry credentials.
+fn otlp_url(var: &'static str, url: String) -> Result<String, ConfigError> {
+    let parsed: Option<axum::http::Uri> = url.parse().ok();
+    let userinfo = parsed
+        .as_ref()
+        .and_then(|u| u.authority())
+        .is_some_and(|a| a.as_str().contains('@'));
+    match parsed.as_ref().and_then(|u| Some((u.scheme_str()?, u.host()?))) {
+        // Credentials in the URL would be logged with it: they belong in OTEL_EXPORTER_OTLP_HEADERS.
+        _ if userinfo => Err(bad(
+            var,
+            "must not carry credentials (user:password@); put an auth header in OTEL_EXPORTER_OTLP_HEADERS",
+        )),
+        Some(("http", host)) if !host.is_empty() => Ok(url),
+        Some(("https", _)) => Err(bad(
+            var,
+            "https:// is not supported (this build has no TLS for trace export); send spans over http:// to a \
+             collector in the cluster or on the node, e.g. http://otel-collector:4318",
+        )),
+        _ => Err(bad(
+            var,
+            "must be an http:// URL with a host: the collector's OTLP/HTTP address, e.g. http://otel-collector:4318",
+        )),
+    }
+}
+
 fn default_instance_name() -> String {
     hostname::get()
         .ok()
@@ -703,7 +800,11 @@ fn load_or_generate_key(path: &Path) -> Result<SecretString, ConfigError> {
         }
     }
     let key = mooring::keys::generate_secret();
-    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+    // Unique per call, not just per process: two threads of one process must not share (and delete) one file.
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let temp = path.with_extension(format!("tmp.{}.{nonce}", std::process::id()));
     let publish = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -877,6 +978,37 @@ mod tests {
                 vec![KEY, ("PORT", "9000"), ("METRICS_PORT", "9000")],
                 "METRICS_PORT",
             ),
+            (
+                vec![KEY, ("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-collector:4318")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                vec![KEY, ("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://otel-collector:4317")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                vec![
+                    KEY,
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel-collector:4318"),
+                ],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                vec![KEY, ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://")],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+            (
+                vec![KEY, ("OTEL_TRACES_SAMPLER_ARG", "half")],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (
+                vec![KEY, ("OTEL_TRACES_SAMPLER_ARG", "1.5")],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (
+                vec![KEY, ("OTEL_TRACES_SAMPLER_ARG", "NaN")],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
         ] {
             let err = config(&vars).expect_err("must fail");
             assert_eq!(err.var, var, "{err}");
@@ -890,6 +1022,68 @@ mod tests {
             !err.to_string().contains("too short"),
             "the secret is not echoed: {err}"
         );
+    }
+
+    /// Export is off unless an endpoint is set; the base URL gets `/v1/traces`, the per-signal URL is kept.
+    #[test]
+    fn trace_export_follows_the_opentelemetry_variables() {
+        let export = |vars: &[(&str, &str)]| {
+            let mut all = vec![KEY];
+            all.extend_from_slice(vars);
+            config(&all).expect("config").trace_export
+        };
+        assert_eq!(
+            export(&[("OTEL_SERVICE_NAME", "shop"), ("OTEL_TRACES_SAMPLER_ARG", "0.5")]),
+            None,
+            "no endpoint, no export"
+        );
+        assert_eq!(
+            export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]),
+            None,
+            "blank is unset"
+        );
+        assert_eq!(
+            export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4318")]),
+            Some(TraceExport {
+                endpoint: "http://otel-collector:4318/v1/traces".into(),
+                service_name: "inventory".into(),
+                sample_ratio: 1.0,
+            })
+        );
+        let with_path = export(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://gateway.example:80/otlp/"),
+            ("OTEL_SERVICE_NAME", "shop"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ])
+        .expect("on");
+        assert_eq!(with_path.endpoint, "http://gateway.example:80/otlp/v1/traces");
+        assert_eq!(with_path.service_name, "shop");
+        assert_eq!(with_path.sample_ratio, 0.25);
+        let per_signal = export(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://10.0.0.7:4318/custom",
+            ),
+        ])
+        .expect("on");
+        assert_eq!(per_signal.endpoint, "http://10.0.0.7:4318/custom", "used as is");
+        let err = config(&[
+            KEY,
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http//user:s3cret@collector:4318"),
+        ])
+        .expect_err("not a URL");
+        assert!(
+            !err.to_string().contains("s3cret"),
+            "the URL is not echoed: {err}"
+        );
+        let err = config(&[
+            KEY,
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://user:s3cret@collector:4318"),
+        ])
+        .expect_err("credentials in the URL");
+        assert_eq!(err.var, "OTEL_EXPORTER_OTLP_ENDPOINT");
+        assert!(!err.to_string().contains("s3cret"), "not echoed: {err}");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! - [`db`]: users and items in SQL.
 //! - [`pages`]: askama templates and their layout.
 //! - [`error`]: the app's error type and the responses it becomes.
-//! - [`telemetry`]: logging and the per-request log line.
+//! - [`telemetry`]: logging, the per-request log line and the per-request span.
+//! - [`otlp`]: OTLP/HTTP export of those spans (off by default), and its flush at shutdown.
+//! - `traced_store`: a span around every session store call, when spans are exported.
 //! - [`metrics`]: the Prometheus exposition served on `METRICS_PORT`.
 
 pub mod app;
@@ -21,7 +23,9 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod otlp;
 pub mod pages;
 mod routes;
 pub mod state;
 pub mod telemetry;
+mod traced_store;

@@ -1,4 +1,5 @@
-//! The `inventory` binary: configuration from the environment, then serve until SIGTERM.
+//! The `inventory` binary: configuration from the environment, then serve until SIGTERM, then flush the spans
+//! not yet exported (when OTLP export is on).
 
 use std::process::ExitCode;
 
@@ -14,7 +15,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    inventory::telemetry::init(config.log_format);
+    let telemetry = match inventory::telemetry::init(&config) {
+        Ok(telemetry) => telemetry,
+        // Such as OTEL_EXPORTER_OTLP_COMPRESSION=gzip, which this build does not support.
+        Err(err) => {
+            eprintln!("inventory: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     if let KeySource::Generated(path) = &config.key_source {
         tracing::warn!(
             path = %path.display(),
@@ -27,11 +35,14 @@ async fn main() -> ExitCode {
         Err(err) => {
             tracing::error!(error = %err, "cannot start");
             eprintln!("inventory: cannot start: {err}");
+            telemetry.shutdown().await;
             return ExitCode::FAILURE;
         }
     };
     tracing::info!(url = %format!("http://{host}:{}/", app.port()), %instance, "inventory is serving");
-    match app.run_until_stopped().await {
+    let served = app.run_until_stopped().await;
+    telemetry.shutdown().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "server failed");

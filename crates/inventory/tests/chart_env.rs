@@ -162,6 +162,15 @@ fn app_pod(objects: &Rendered) -> AppPod<'_> {
         .iter()
         .find(|c| c["name"] == "inventory")
         .expect("an inventory container");
+    AppPod {
+        deployment,
+        container,
+        env: container_env(objects, container),
+    }
+}
+
+/// The environment the kubelet would give `container`: its ConfigMaps, Secrets and downward API values.
+fn container_env(objects: &Rendered, container: &Value) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for source in container["envFrom"].as_array().into_iter().flatten() {
         let name = source["configMapRef"]["name"]
@@ -209,11 +218,7 @@ fn app_pod(objects: &Rendered) -> AppPod<'_> {
             assert!(env.insert(name.clone(), value).is_none(), "{name} is set twice");
         }
     }
-    AppPod {
-        deployment,
-        container,
-        env,
-    }
+    env
 }
 
 /// Parses the pod's environment with the app's parser, after the checks that parsing alone cannot make.
@@ -376,6 +381,7 @@ fn assert_service_url(objects: &Rendered, url: &str) {
 #[test]
 fn default_profile_sentinel_and_bundled_mysql() {
     let (objects, config) = check_profile("default");
+    assert_eq!(config.trace_export, None, "trace export is off by default");
     let SessionDriver::Redis(redis) = &config.session_driver else {
         panic!(
             "the default profile keeps sessions in Redis, got {:?}",
@@ -470,6 +476,16 @@ fn production_profile_external_database_and_existing_secret() {
         secrecy::ExposeSecret::expose_secret(&config.database_url).starts_with("postgres://"),
         "DATABASE_URL comes from the external database Secret"
     );
+    let export = config
+        .trace_export
+        .as_ref()
+        .expect("tracing.otlpEndpoint turns OTLP trace export on");
+    assert_eq!(
+        export.endpoint,
+        "http://otel-collector.monitoring.svc.cluster.local:4318/v1/traces"
+    );
+    assert_eq!(export.service_name, "inventory");
+    assert_eq!(export.sample_ratio, 0.25);
 }
 
 #[test]
@@ -548,4 +564,67 @@ fn external_redis_url_and_cluster() {
         redis.topology
     );
     assert!(redis.password.is_some(), "passwordKey gives REDIS_PASSWORD");
+}
+
+/// The backup CronJob runs `moor backup`, which reads the same `REDIS_*` variables as the app: it must get
+/// exactly the app's, so it backs up the Redis the app uses, with the app's credentials.
+#[test]
+fn the_backup_job_reaches_redis_as_the_app_does() {
+    for (profile, extra) in [
+        ("production", None),
+        ("default", Some("backup:\n  enabled: true\n")),
+    ] {
+        let objects = Rendered(render_with(profile, extra));
+        let app = app_pod(&objects);
+        let job = objects
+            .all("CronJob")
+            .find(|j| j["metadata"]["labels"]["app.kubernetes.io/component"] == "backup")
+            .unwrap_or_else(|| panic!("{profile}: a backup CronJob"));
+        let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let redis = |env: BTreeMap<String, String>| -> BTreeMap<String, String> {
+            env.into_iter().filter(|(k, _)| k.starts_with("REDIS_")).collect()
+        };
+        let job_env = redis(container_env(&objects, container));
+        assert!(
+            job_env.contains_key("REDIS_SENTINELS"),
+            "{profile}: {:?}",
+            redact(&job_env)
+        );
+        assert_eq!(
+            job_env,
+            redis(app.env.clone()),
+            "{profile}: the job's REDIS_* differ from the app's"
+        );
+        let command: Vec<&str> = container["command"]
+            .as_array()
+            .expect("command")
+            .iter()
+            .map(|a| a.as_str().expect("string"))
+            .collect();
+        assert_eq!(
+            &command[..4],
+            ["/usr/local/bin/moor", "backup", "--out", "/backup"],
+            "{profile}"
+        );
+        let dockerfile =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/Dockerfile"))
+                .expect("deploy/Dockerfile");
+        let shipped = dockerfile
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("ARG BINARIES="))
+            .expect("ARG BINARIES in the Dockerfile")
+            .trim_matches('"');
+        assert!(
+            shipped.split_whitespace().any(|b| b == "moor"),
+            "the image ships {shipped}, not moor: the backup job could not start"
+        );
+        let claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
+            .as_str()
+            .expect("a PVC volume");
+        let pvc = objects
+            .find("PersistentVolumeClaim", claim)
+            .unwrap_or_else(|| panic!("{profile}: PVC {claim} is rendered"));
+        assert_eq!(pvc["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    }
 }

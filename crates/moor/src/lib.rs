@@ -8,7 +8,9 @@
 //!   Sentinels, all as processes on loopback addresses, with the fault-injection primitives scenarios use.
 //! - [`probe`]: the black-box session-survival probe: virtual users against any base URL.
 //! - [`chaos`]: the failure scenarios, one file each, with their budgets and reports.
+//! - [`backup`]: `moor backup` / `moor restore`, a logical backup of the sessions in Redis.
 
+pub mod backup;
 pub mod chaos;
 pub mod lab;
 pub mod probe;

@@ -1,4 +1,4 @@
-//! The `moor` binary: `moor lab`, `moor probe`, `moor chaos`. Run `moor --help`.
+//! The `moor` binary: `moor lab`, `moor probe`, `moor chaos`, `moor backup`, `moor restore`. Run `moor --help`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,69 @@ enum Command {
     Probe(ProbeArgs),
     /// Runs a failure scenario (or `all`) and checks its budgets; exits 1 when a budget is broken.
     Chaos(ChaosArgs),
+    /// Backs the sessions in Redis up to a file: `DUMP` and absolute expiry of every key under the prefix.
+    /// Reading from a replica is fine.
+    Backup {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// The backup file to write (written whole, then renamed into place); or an existing directory, to
+        /// write `sessions-<unix ms>.moorbak` in it.
+        #[arg(long)]
+        out: PathBuf,
+        /// With a directory as --out: keep only this many backups there, deleting the oldest.
+        #[arg(long)]
+        keep: Option<usize>,
+    },
+    /// Restores a backup into the live master, with each key's original absolute expiry. Expired keys are
+    /// skipped; keys that exist already (newer) are kept unless --replace.
+    Restore {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// The backup file to read (checked whole before anything is written).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Overwrite keys that exist already.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+/// Where Redis is, with the app's variable names as defaults.
+#[derive(Args)]
+struct RedisArgs {
+    /// Redis URL; without it, REDIS_HOST and REDIS_PORT (default 127.0.0.1:6379). REDIS_USERNAME,
+    /// REDIS_PASSWORD (or REDIS_PASSWORD_FILE), REDIS_DB and REDIS_TLS apply as in the app. Not with
+    /// --sentinel, which finds the master itself.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    url: Option<String>,
+    /// Sentinels (host:port, comma-separated) to find the master through.
+    #[arg(long = "sentinel", env = "REDIS_SENTINELS", value_delimiter = ',')]
+    sentinels: Vec<String>,
+    /// The Sentinel master name.
+    #[arg(long, env = "REDIS_SENTINEL_MASTER", default_value = "mymaster")]
+    master: String,
+    /// The Sentinels' password, if they have one.
+    #[arg(long, env = "REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    sentinel_password: Option<String>,
+    /// Only keys under this prefix (the app's REDIS_PREFIX).
+    #[arg(long, env = "REDIS_PREFIX", default_value = "")]
+    prefix: String,
+}
+
+impl RedisArgs {
+    async fn target(&self) -> anyhow::Result<redis::ConnectionInfo> {
+        let config =
+            moor::backup::config(
+                self.url.as_deref(),
+                &self.sentinels,
+                &self.master,
+                |name| match name {
+                    "REDIS_SENTINEL_PASSWORD" => self.sentinel_password.clone(),
+                    _ => std::env::var(name).ok(),
+                },
+            )?;
+        moor::backup::target(&config).await
+    }
 }
 
 #[derive(Subcommand)]
@@ -216,6 +279,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Chaos(args) => return chaos_command(args).await,
+        Command::Backup { redis, out, keep } => {
+            if keep.is_some() && !out.is_dir() {
+                anyhow::bail!("--keep needs an existing directory as --out");
+            }
+            let done = moor::backup::backup(vec![redis.target().await?], &redis.prefix, &out).await?;
+            println!(
+                "backed up {} keys ({} bytes) to {}; {} vanished while reading",
+                done.keys,
+                done.bytes,
+                done.path.display(),
+                done.vanished
+            );
+            if let Some(keep) = keep {
+                for path in moor::backup::prune(&out, keep.max(1))? {
+                    println!("deleted the old backup {}", path.display());
+                }
+            }
+        }
+        Command::Restore {
+            redis,
+            input,
+            replace,
+        } => {
+            let done = moor::backup::restore(redis.target().await?, &input, replace).await?;
+            println!(
+                "restored {} keys; skipped {} expired and {} that exist already",
+                done.restored, done.expired, done.kept_existing
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -264,6 +264,10 @@ pub struct Process {
     /// The port it serves on.
     pub port: u16,
     child: tokio::process::Child,
+    /// Every line of its log so far.
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The task that reads the log; it ends when the process closes stderr.
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Process {
@@ -298,9 +302,11 @@ impl Process {
             .to_owned();
         let mut child = cmd.spawn().expect("the inventory binary starts");
         let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read log") {
                 eprintln!("[{instance}] {line}");
+                log.lock().expect("log").push(line.clone());
                 if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
                     && json["message"] == "inventory is serving"
                 {
@@ -316,9 +322,11 @@ impl Process {
         .await
         .unwrap_or_else(|_| panic!("{instance} did not serve within 30 s"));
         // Keep draining the log so the process never blocks on a full pipe.
-        tokio::spawn(async move {
+        let keep = Arc::clone(&log);
+        let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("[{instance}] {line}");
+                keep.lock().expect("log").push(line);
             }
         });
         let port = url
@@ -326,11 +334,46 @@ impl Process {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("url ends with the port");
-        Self { url, port, child }
+        Self {
+            url,
+            port,
+            child,
+            log,
+            reader,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// The log lines so far that are JSON objects (all of them, with the JSON format `spawn` sets).
+    pub fn log_json(&self) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Like [`Process::terminate`], then returns the whole log as JSON lines, up to the process's last line.
+    pub async fn terminate_and_log(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        let status = self.terminate_in_place().await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.reader)
+            .await
+            .expect("the log ends when the process exits")
+            .expect("log reader");
+        (status, self.log_json())
     }
 
     /// Sends SIGTERM, as an orchestrator does, and waits (at most 15 s) for the process to exit by itself.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.terminate_in_place().await
+    }
+
+    async fn terminate_in_place(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();
         let sent = tokio::process::Command::new("kill")
             .args(["-TERM", &pid])

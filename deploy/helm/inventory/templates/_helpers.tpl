@@ -182,3 +182,43 @@ limits:
 {{- define "inventory.db.fullname" -}}
 {{- printf "%s-%s" (include "inventory.fullname" .) .Values.database.bundled.engine | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* The Redis connection secrets of the app's environment (the rest is in the ConfigMap): for the app's
+Deployment and for the backup CronJob, which must reach the same Redis the same way. */}}
+{{- define "inventory.redisSecretEnv" -}}
+{{- $app := .Values.app }}
+{{- $r := .Values.redis }}
+{{- $secret := include "inventory.secretName" . }}
+{{- if eq $app.sessionDriver "redis" }}
+{{- if and $r.enabled $r.auth }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: REDIS_PASSWORD
+{{- if eq $r.architecture "replication" }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: REDIS_PASSWORD
+{{- end }}
+{{- end }}
+{{- if not $r.enabled }}
+{{- with $r.external.passwordKey }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ . }}
+{{- end }}
+{{- if and $r.external.sentinels $r.external.sentinelPasswordKey }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $r.external.sentinelPasswordKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}

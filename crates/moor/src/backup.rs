@@ -1,0 +1,595 @@
+//! `moor backup` and `moor restore`: a logical backup of the sessions in Redis, taken and restored over the
+//! network, with no downtime and no file access to the Redis host.
+//!
+//! # Why logical, not the RDB file
+//!
+//! Seed 003 backs Redis up by copying `dump.rdb` out of the pod, and restores by scaling Redis to zero,
+//! copying the file into the volume and scaling up again. That restore stops every session for its duration,
+//! needs the AOF turned off first (a server with `appendonly yes` loads its AOF, not the RDB), and replaces
+//! everything, sessions created since the backup included. For sessions, something else is wanted:
+//!
+//! - **backup** `SCAN`s the keys under the prefix and takes `DUMP` (Redis's own serialization, with its
+//!   CRC) and `PEXPIRETIME` (the absolute expiry) of each. It may read from a replica, so the master does no
+//!   extra work.
+//! - **restore** sends `RESTORE key <expiry> <payload> ABSTTL` to the live master. A key keeps the absolute
+//!   expiry it had: a session restored a day later has not gained a day. Keys whose expiry has passed are
+//!   skipped. A key that exists already is a newer version of that session (or a user index updated since)
+//!   and is kept, unless `--replace` is given. So a restore into a Redis that lost its data brings the
+//!   sessions back, and a restore into a healthy one changes nothing that is newer.
+//!
+//! # The file
+//!
+//! ```text
+//! MOORBAK1\n
+//! {"created_at_ms":..,"source":"host:port","prefix":"..","keys":N}\n      (one JSON line)
+//! N × [u32 key length][key][i64 expiry, unix ms, -1 for none][u32 payload length][payload]   (big-endian)
+//! END1[u64 N]
+//! ```
+//!
+//! It is written to a temporary name and renamed, so a file that exists is complete. `restore` checks the
+//! magic, the header, every length and the trailer before it writes anything, and Redis checks each
+//! payload's CRC and RDB version.
+//!
+//! Redis Cluster is not covered by the command: it reads one node and restores into one master. (The library
+//! call takes several source nodes; a Cluster restore would need a client that routes `RESTORE` by slot.)
+//! The chart and the lab run Sentinel.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use mooring_redis::{RedisConfig, Topology};
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use serde::{Deserialize, Serialize};
+
+const MAGIC: &[u8] = b"MOORBAK1\n";
+const TRAILER: &[u8] = b"END1";
+/// Keys asked for per `SCAN` and sent per pipeline.
+const BATCH: usize = 500;
+
+/// The header line of a backup file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Header {
+    /// When the backup was taken (unix ms).
+    pub created_at_ms: u64,
+    /// The nodes it was read from (`host:port`).
+    pub source: String,
+    /// The key prefix it covers (`""`: every key).
+    pub prefix: String,
+    /// Number of keys in the file.
+    pub keys: u64,
+}
+
+/// One key of a backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Absolute expiry in unix ms, or `None` for a key without TTL.
+    pub expire_at_ms: Option<u64>,
+    /// The `DUMP` payload.
+    pub payload: Vec<u8>,
+}
+
+/// What a backup wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// The file.
+    pub path: PathBuf,
+    /// Keys written.
+    pub keys: u64,
+    /// Keys that expired or were deleted between `SCAN` and `DUMP` (not in the file).
+    pub vanished: u64,
+    /// Size of the file in bytes.
+    pub bytes: u64,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    /// Keys restored.
+    pub restored: u64,
+    /// Keys skipped because their expiry had passed.
+    pub expired: u64,
+    /// Keys skipped because they exist already (newer than the backup); 0 with `replace`.
+    pub kept_existing: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The node to read or write: the standalone URL, or the master the Sentinels name now. The discovery, auth,
+/// db and TLS handling are the session store's own ([`RedisConfig::current_node`]).
+pub async fn target(config: &RedisConfig) -> anyhow::Result<redis::ConnectionInfo> {
+    let (addr, info) = config
+        .current_node()
+        .await
+        .context("cannot find the Redis node to use")?;
+    tracing::info!(%addr, "using Redis node");
+    Ok(info)
+}
+
+async fn connect(target: redis::ConnectionInfo) -> anyhow::Result<(MultiplexedConnection, String)> {
+    let addr = target.addr().to_string();
+    let conn = redis::Client::open(target)
+        .context("Redis client")?
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("cannot connect to Redis at {addr}"))?;
+    Ok((conn, addr))
+}
+
+/// The Redis configuration of the app's variables, as far as a backup needs it: `REDIS_SENTINELS` (with
+/// `REDIS_SENTINEL_MASTER`, `REDIS_SENTINEL_USERNAME`, `REDIS_SENTINEL_PASSWORD`), else `url` (`REDIS_URL`) or
+/// `REDIS_HOST`/`REDIS_PORT`; and `REDIS_USERNAME`, `REDIS_PASSWORD` (or `REDIS_PASSWORD_FILE`), `REDIS_DB`,
+/// `REDIS_TLS`. `sentinels` and `master` are the command line's (which default to those variables).
+pub fn config(
+    url: Option<&str>,
+    sentinels: &[String],
+    master: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<RedisConfig> {
+    let secret = |name: &str| -> anyhow::Result<Option<String>> {
+        match (var(name), var(&format!("{name}_FILE"))) {
+            (Some(value), _) => Ok(Some(value)),
+            (None, Some(file)) => Ok(Some(
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {name}_FILE {file}"))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            )),
+            (None, None) => Ok(None),
+        }
+    };
+    let topology = if sentinels.is_empty() {
+        let url = match url {
+            Some(url) => url.to_owned(),
+            None => {
+                let host = var("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".into());
+                let port = var("REDIS_PORT").unwrap_or_else(|| "6379".into());
+                ensure!(
+                    port.parse::<u16>().is_ok(),
+                    "REDIS_PORT '{port}' is not a port number"
+                );
+                format!("redis://{host}:{port}")
+            }
+        };
+        Topology::Standalone { url }
+    } else {
+        ensure!(
+            url.is_none(),
+            "--url (REDIS_URL) names one server, but Sentinels are given too; keep one (the password comes \
+             from REDIS_PASSWORD)"
+        );
+        Topology::Sentinel {
+            sentinels: sentinels.to_vec(),
+            master: master.to_owned(),
+            sentinel_username: var("REDIS_SENTINEL_USERNAME").filter(|u| !u.is_empty()),
+            sentinel_password: secret("REDIS_SENTINEL_PASSWORD")?.filter(|p| !p.is_empty()),
+        }
+    };
+    let mut config = RedisConfig::new(topology);
+    config.username = var("REDIS_USERNAME").filter(|u| !u.is_empty());
+    config.password = secret("REDIS_PASSWORD")?.filter(|p| !p.is_empty());
+    if let Some(db) = var("REDIS_DB") {
+        config.db = db
+            .parse()
+            .with_context(|| format!("REDIS_DB '{db}' is not a database number"))?;
+    }
+    config.tls = match var("REDIS_TLS")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("" | "false" | "0" | "no") => false,
+        Some("true" | "1" | "yes") => true,
+        Some(other) => bail!("REDIS_TLS '{other}' is not true or false"),
+    };
+    Ok(config)
+}
+
+/// Reads every key under `prefix` from the nodes in `sources` (a master or a replica each; one node, or every
+/// master of a Cluster) into `out`.
+pub async fn backup(
+    sources: Vec<redis::ConnectionInfo>,
+    prefix: &str,
+    out: &Path,
+) -> anyhow::Result<BackupSummary> {
+    ensure!(!sources.is_empty(), "no Redis node to back up");
+    let mut entries = Vec::new();
+    let mut names = Vec::new();
+    let mut vanished = 0;
+    let pattern = format!("{}*", glob_escape(prefix));
+    for source in sources {
+        let (mut conn, addr) = connect(source).await?;
+        names.push(addr.clone());
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut conn)
+                .await
+                .with_context(|| format!("SCAN on {addr}"))?;
+            if !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("PEXPIRETIME").arg(key).cmd("DUMP").arg(key);
+                }
+                let values: Vec<Value> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .with_context(|| format!("DUMP on {addr}"))?;
+                for (key, pair) in keys.into_iter().zip(values.chunks(2)) {
+                    match pair {
+                        [Value::Int(expiry), Value::BulkString(payload)] if *expiry != -2 => {
+                            entries.push(Entry {
+                                key,
+                                expire_at_ms: u64::try_from(*expiry).ok(),
+                                payload: payload.clone(),
+                            })
+                        }
+                        // Gone between SCAN and DUMP (expired or deleted).
+                        [_, Value::Nil] | [Value::Int(-2), _] => vanished += 1,
+                        other => bail!("unexpected answer to PEXPIRETIME/DUMP on {addr}: {other:?}"),
+                    }
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    let header = Header {
+        created_at_ms: now_ms(),
+        source: names.join(","),
+        prefix: prefix.to_owned(),
+        keys: entries.len() as u64,
+    };
+    let bytes = encode(&header, &entries)?;
+    let out = if out.is_dir() {
+        out.join(format!("{FILE_PREFIX}{:013}{FILE_SUFFIX}", header.created_at_ms))
+    } else {
+        out.to_owned()
+    };
+    let out = out.as_path();
+    let temp = out.with_extension(format!("partial.{}", std::process::id()));
+    std::fs::write(&temp, &bytes).with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, out).with_context(|| format!("cannot rename to {}", out.display()))?;
+    Ok(BackupSummary {
+        path: out.to_owned(),
+        keys: header.keys,
+        vanished,
+        bytes: bytes.len() as u64,
+    })
+}
+
+/// Names of the files `backup` writes into a directory: `sessions-<unix ms, 13 digits>.moorbak`, so that their
+/// names sort by age.
+const FILE_PREFIX: &str = "sessions-";
+const FILE_SUFFIX: &str = ".moorbak";
+
+/// Deletes all but the newest `keep` backups `backup` wrote into `dir` (other files are left alone); returns
+/// the deleted paths.
+pub fn prune(dir: &Path, keep: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name().and_then(|n| n.to_str()).is_some_and(|name| {
+                name.strip_prefix(FILE_PREFIX)
+                    .and_then(|rest| rest.strip_suffix(FILE_SUFFIX))
+                    .is_some_and(|stamp| !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
+        .collect();
+    files.sort();
+    let doomed = files.len().saturating_sub(keep);
+    let deleted: Vec<PathBuf> = files.into_iter().take(doomed).collect();
+    for path in &deleted {
+        std::fs::remove_file(path).with_context(|| format!("cannot delete {}", path.display()))?;
+    }
+    Ok(deleted)
+}
+
+/// Escapes the glob characters of a `SCAN MATCH` pattern.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Serializes a backup.
+pub fn encode(header: &Header, entries: &[Entry]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(
+        64 + entries
+            .iter()
+            .map(|e| e.key.len() + e.payload.len() + 16)
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&serde_json::to_vec(header)?);
+    out.push(b'\n');
+    for e in entries {
+        let key_len = u32::try_from(e.key.len()).context("key too long")?;
+        let payload_len = u32::try_from(e.payload.len()).context("value too large")?;
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(&e.key);
+        let expiry = e
+            .expire_at_ms
+            .map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        out.extend_from_slice(&expiry.to_be_bytes());
+        out.extend_from_slice(&payload_len.to_be_bytes());
+        out.extend_from_slice(&e.payload);
+    }
+    out.extend_from_slice(TRAILER);
+    out.extend_from_slice(&(entries.len() as u64).to_be_bytes());
+    Ok(out)
+}
+
+/// Parses and checks a whole backup file: magic, header, every length, the trailer and the key count.
+pub fn decode(bytes: &[u8]) -> anyhow::Result<(Header, Vec<Entry>)> {
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .context("not a moor backup (the file does not start with MOORBAK1)")?;
+    let newline = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .context("truncated backup: no header line")?;
+    let header: Header =
+        serde_json::from_slice(&rest[..newline]).context("the backup's header is not valid")?;
+    let mut cur = &rest[newline + 1..];
+    let mut take = |n: usize, what: &str| -> anyhow::Result<&[u8]> {
+        ensure!(cur.len() >= n, "truncated backup: it ends inside {what}");
+        let (head, tail) = cur.split_at(n);
+        cur = tail;
+        Ok(head)
+    };
+    let mut entries = Vec::new();
+    for _ in 0..header.keys {
+        let key_len = u32::from_be_bytes(take(4, "a key length")?.try_into()?) as usize;
+        let key = take(key_len, "a key")?.to_vec();
+        let expiry = i64::from_be_bytes(take(8, "an expiry")?.try_into()?);
+        let payload_len = u32::from_be_bytes(take(4, "a value length")?.try_into()?) as usize;
+        let payload = take(payload_len, "a value")?.to_vec();
+        entries.push(Entry {
+            key,
+            expire_at_ms: u64::try_from(expiry).ok(),
+            payload,
+        });
+    }
+    ensure!(
+        take(4, "the trailer")? == TRAILER,
+        "corrupt backup: no trailer after {} keys",
+        header.keys
+    );
+    let count = u64::from_be_bytes(take(8, "the trailer")?.try_into()?);
+    ensure!(
+        count == header.keys,
+        "corrupt backup: the trailer counts {count} keys, the header {}",
+        header.keys
+    );
+    ensure!(
+        cur.is_empty(),
+        "corrupt backup: {} bytes after the trailer",
+        cur.len()
+    );
+    Ok((header, entries))
+}
+
+/// Restores the backup at `input` into the master reached through `target`. Nothing is written unless the
+/// whole file checks out.
+pub async fn restore(
+    target: redis::ConnectionInfo,
+    input: &Path,
+    replace: bool,
+) -> anyhow::Result<RestoreSummary> {
+    let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let (_, entries) = decode(&bytes).with_context(|| format!("{} cannot be restored", input.display()))?;
+    let (mut conn, addr) = connect(target).await?;
+    let mut summary = RestoreSummary::default();
+    for batch in entries.chunks(BATCH) {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut sent = Vec::new();
+        for e in batch {
+            if e.expire_at_ms.is_some_and(|t| t <= now) {
+                summary.expired += 1;
+                continue;
+            }
+            let cmd = pipe
+                .cmd("RESTORE")
+                .arg(&e.key)
+                .arg(e.expire_at_ms.unwrap_or(0))
+                .arg(&e.payload)
+                .arg("ABSTTL");
+            if replace {
+                cmd.arg("REPLACE");
+            }
+            sent.push(e);
+        }
+        if sent.is_empty() {
+            continue;
+        }
+        let results: Vec<redis::RedisResult<Value>> = pipe
+            .query_async(&mut conn)
+            .await
+            .with_context(|| format!("RESTORE on {addr}"))?;
+        for (e, result) in sent.into_iter().zip(results) {
+            match result {
+                Ok(_) => summary.restored += 1,
+                Err(err) if err.code() == Some("BUSYKEY") => summary.kept_existing += 1,
+                Err(err) if err.code() == Some("READONLY") => {
+                    bail!(
+                        "{addr} is a replica: restore into the master (give --sentinel and --master to find it)"
+                    )
+                }
+                Err(err) => bail!(
+                    "RESTORE of '{}' failed after {} keys were restored: {err}",
+                    String::from_utf8_lossy(&e.key),
+                    summary.restored
+                ),
+            }
+        }
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Header, Vec<Entry>) {
+        let entries = vec![
+            Entry {
+                key: b"AbCdEfGhIjKlMn".to_vec(),
+                expire_at_ms: Some(1_795_000_000_000),
+                payload: vec![0, 1, 2, 255],
+            },
+            Entry {
+                key: b"u:42".to_vec(),
+                expire_at_ms: None,
+                payload: Vec::new(),
+            },
+        ];
+        let header = Header {
+            created_at_ms: 1,
+            source: "127.0.0.1:6390".into(),
+            prefix: String::new(),
+            keys: 2,
+        };
+        (header, entries)
+    }
+
+    #[test]
+    fn files_round_trip() {
+        let (header, entries) = sample();
+        let bytes = encode(&header, &entries).expect("encode");
+        assert_eq!(decode(&bytes).expect("decode"), (header, entries));
+    }
+
+    #[test]
+    fn every_truncation_and_damage_is_refused() {
+        let (header, entries) = sample();
+        let bytes = encode(&header, &entries).expect("encode");
+        for len in 0..bytes.len() {
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "a file cut at {len} bytes must be refused"
+            );
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(decode(&extra).is_err(), "trailing bytes");
+        let mut lying = encode(&Header { keys: 1, ..header }, &entries[..1]).expect("encode");
+        let n = lying.len();
+        lying[n - 1] = 2;
+        assert!(
+            decode(&lying).is_err(),
+            "a trailer that disagrees with the header"
+        );
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_backups_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = [
+            "sessions-1795000000000.moorbak",
+            "sessions-1795000000001.moorbak",
+            "sessions-1795086400000.moorbak",
+            "sessions-notes.moorbak",
+            "other.moorbak",
+            "sessions-1795000000000.moorbak.partial.7",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        let deleted = prune(dir.path(), 2).expect("prune");
+        assert_eq!(deleted, vec![dir.path().join(names[0])]);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [names[4], names[5], names[1], names[2], names[3]],
+            "the two newest backups and every other file remain"
+        );
+        assert!(prune(dir.path(), 5).expect("prune").is_empty());
+    }
+
+    #[test]
+    fn the_configuration_comes_from_the_apps_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let plain = config(None, &[], "mymaster", env(&[])).expect("defaults");
+        assert!(matches!(&plain.topology, Topology::Standalone { url } if url == "redis://127.0.0.1:6379"));
+        let full = config(
+            None,
+            &[],
+            "mymaster",
+            env(&[
+                ("REDIS_HOST", "redis"),
+                ("REDIS_PORT", "6380"),
+                ("REDIS_USERNAME", "app"),
+                ("REDIS_PASSWORD", "p@ss:w/rd"),
+                ("REDIS_DB", "3"),
+                ("REDIS_TLS", "true"),
+            ]),
+        )
+        .expect("every variable");
+        assert!(matches!(&full.topology, Topology::Standalone { url } if url == "redis://redis:6380"));
+        assert_eq!(
+            (
+                full.username.as_deref(),
+                full.password.as_deref(),
+                full.db,
+                full.tls
+            ),
+            (Some("app"), Some("p@ss:w/rd"), 3, true)
+        );
+        let sentinel = config(
+            None,
+            &["s1:26379".to_owned()],
+            "inventory",
+            env(&[("REDIS_SENTINEL_PASSWORD", "sp"), ("REDIS_PASSWORD", "pw")]),
+        )
+        .expect("Sentinels");
+        assert!(matches!(
+            &sentinel.topology,
+            Topology::Sentinel { master, sentinel_password: Some(p), .. } if master == "inventory" && p == "sp"
+        ));
+        assert_eq!(sentinel.password.as_deref(), Some("pw"));
+        assert!(config(Some("redis://h:1"), &["s1:26379".to_owned()], "m", env(&[])).is_err());
+        assert!(config(None, &[], "m", env(&[("REDIS_PORT", "63x")])).is_err());
+        assert!(config(None, &[], "m", env(&[("REDIS_TLS", "maybe")])).is_err());
+        assert!(config(None, &[], "m", env(&[("REDIS_DB", "one")])).is_err());
+    }
+
+    #[test]
+    fn prefixes_are_escaped_for_scan() {
+        assert_eq!(glob_escape("app:*[x]?"), "app:\\*\\[x\\]\\?");
+    }
+}
