@@ -627,6 +627,15 @@ fn addresses<F: Fn(&str) -> Option<String>>(
 }
 
 /// The Redis store's configuration, for SESSION_DRIVER=redis.
+/// The app's Redis settings alone (`REDIS_*`, `SESSION_DURABILITY`), read through `lookup` with the app's own
+/// rules. Tools that must reach Redis exactly as the app does (`moor backup`) use this, not a parser of their
+/// own.
+pub fn redis_config_from(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<mooring_redis::RedisConfig, ConfigError> {
+    redis_config(&Env(lookup))
+}
+
 fn redis_config<F: Fn(&str) -> Option<String>>(
     env: &Env<F>,
 ) -> Result<mooring_redis::RedisConfig, ConfigError> {

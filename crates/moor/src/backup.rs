@@ -124,72 +124,29 @@ async fn connect(target: redis::ConnectionInfo) -> anyhow::Result<(MultiplexedCo
     Ok((conn, addr))
 }
 
-/// The Redis configuration of the app's variables, as far as a backup needs it: `REDIS_SENTINELS` (with
-/// `REDIS_SENTINEL_MASTER`, `REDIS_SENTINEL_USERNAME`, `REDIS_SENTINEL_PASSWORD`), else `url` (`REDIS_URL`) or
-/// `REDIS_HOST`/`REDIS_PORT`; and `REDIS_USERNAME`, `REDIS_PASSWORD` (or `REDIS_PASSWORD_FILE`), `REDIS_DB`,
-/// `REDIS_TLS`. `sentinels` and `master` are the command line's (which default to those variables).
+/// The Redis configuration of the app: the app's own parser of its variables
+/// ([`inventory::config::redis_config_from`], so `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT`, `REDIS_SENTINELS`
+/// and the Sentinel credentials, `REDIS_USERNAME`, `REDIS_PASSWORD`, the `*_FILE` forms, `REDIS_DB`,
+/// `REDIS_TLS` mean here what they mean there), read through `var`, with the command line's `url`,
+/// `sentinels` and `master` in place of `REDIS_URL`, `REDIS_SENTINELS` and `REDIS_SENTINEL_MASTER` (the flags
+/// default to those variables). A Redis Cluster is refused: a backup here reads one node.
 pub fn config(
     url: Option<&str>,
     sentinels: &[String],
     master: &str,
     var: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<RedisConfig> {
-    let secret = |name: &str| -> anyhow::Result<Option<String>> {
-        match (var(name), var(&format!("{name}_FILE"))) {
-            (Some(value), _) => Ok(Some(value)),
-            (None, Some(file)) => Ok(Some(
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("cannot read {name}_FILE {file}"))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            )),
-            (None, None) => Ok(None),
-        }
-    };
-    let topology = if sentinels.is_empty() {
-        let url = match url {
-            Some(url) => url.to_owned(),
-            None => {
-                let host = var("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".into());
-                let port = var("REDIS_PORT").unwrap_or_else(|| "6379".into());
-                ensure!(
-                    port.parse::<u16>().is_ok(),
-                    "REDIS_PORT '{port}' is not a port number"
-                );
-                format!("redis://{host}:{port}")
-            }
-        };
-        Topology::Standalone { url }
-    } else {
-        ensure!(
-            url.is_none(),
-            "--url (REDIS_URL) names one server, but Sentinels are given too; keep one (the password comes \
-             from REDIS_PASSWORD)"
-        );
-        Topology::Sentinel {
-            sentinels: sentinels.to_vec(),
-            master: master.to_owned(),
-            sentinel_username: var("REDIS_SENTINEL_USERNAME").filter(|u| !u.is_empty()),
-            sentinel_password: secret("REDIS_SENTINEL_PASSWORD")?.filter(|p| !p.is_empty()),
-        }
-    };
-    let mut config = RedisConfig::new(topology);
-    config.username = var("REDIS_USERNAME").filter(|u| !u.is_empty());
-    config.password = secret("REDIS_PASSWORD")?.filter(|p| !p.is_empty());
-    if let Some(db) = var("REDIS_DB") {
-        config.db = db
-            .parse()
-            .with_context(|| format!("REDIS_DB '{db}' is not a database number"))?;
-    }
-    config.tls = match var("REDIS_TLS")
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("" | "false" | "0" | "no") => false,
-        Some("true" | "1" | "yes") => true,
-        Some(other) => bail!("REDIS_TLS '{other}' is not true or false"),
-    };
+    let config = inventory::config::redis_config_from(|name| match name {
+        "REDIS_URL" => url.map(str::to_owned),
+        "REDIS_SENTINELS" => Some(sentinels.join(",")),
+        "REDIS_SENTINEL_MASTER" => (!sentinels.is_empty()).then(|| master.to_owned()),
+        _ => var(name),
+    })?;
+    ensure!(
+        !matches!(config.topology, Topology::Cluster { .. }),
+        "REDIS_CLUSTER_NODES is set, and moor backup and restore do not support Redis Cluster; back up a \
+         Cluster with its own tools (redis-cli --cluster, or each master's RDB)"
+    );
     Ok(config)
 }
 
@@ -586,6 +543,8 @@ mod tests {
         assert!(config(None, &[], "m", env(&[("REDIS_PORT", "63x")])).is_err());
         assert!(config(None, &[], "m", env(&[("REDIS_TLS", "maybe")])).is_err());
         assert!(config(None, &[], "m", env(&[("REDIS_DB", "one")])).is_err());
+        let cluster = config(None, &[], "m", env(&[("REDIS_CLUSTER_NODES", "n1:7000")]));
+        assert!(cluster.is_err_and(|e| e.to_string().contains("Cluster")));
     }
 
     #[test]
