@@ -30,14 +30,18 @@
 //! magic, the header, every length and the trailer before it writes anything, and Redis checks each
 //! payload's CRC and RDB version.
 //!
-//! Redis Cluster is not covered by the command: it reads one node and restores into one master. (The library
-//! call takes several source nodes; a Cluster restore would need a client that routes `RESTORE` by slot.)
-//! The chart and the lab run Sentinel.
+//! # Redis Cluster
+//!
+//! With `REDIS_CLUSTER_NODES`, backup `SCAN`s every master that holds slots (from `CLUSTER NODES`) and
+//! restore sends each `RESTORE` through a Cluster connection, which routes it by the key's slot. A key is
+//! never split across slots, so a backup taken on a Cluster restores into a Cluster of any shape, and into a
+//! single node too.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
+use futures_util::StreamExt;
 use mooring_redis::{RedisConfig, Topology};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -103,15 +107,50 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The node to read or write: the standalone URL, or the master the Sentinels name now. The discovery, auth,
-/// db and TLS handling are the session store's own ([`RedisConfig::current_node`]).
-pub async fn target(config: &RedisConfig) -> anyhow::Result<redis::ConnectionInfo> {
+/// Where a backup reads and a restore writes.
+pub enum Target {
+    /// One node: the standalone URL, or the master the Sentinels name now.
+    Node(Box<redis::ConnectionInfo>),
+    /// A Redis Cluster.
+    Cluster {
+        /// Its masters that hold slots: a backup reads each.
+        masters: Vec<redis::ConnectionInfo>,
+        /// What a restore opens a connection that routes by slot with.
+        config: Box<RedisConfig>,
+    },
+}
+
+impl Target {
+    /// The nodes a backup reads.
+    pub fn sources(&self) -> Vec<redis::ConnectionInfo> {
+        match self {
+            Self::Node(info) => vec![(**info).clone()],
+            Self::Cluster { masters, .. } => masters.clone(),
+        }
+    }
+}
+
+/// Finds the [`Target`] of `config`. The discovery, auth, db and TLS handling are the session store's own
+/// ([`RedisConfig::current_node`], [`RedisConfig::cluster_masters`]).
+pub async fn target(config: &RedisConfig) -> anyhow::Result<Target> {
+    if matches!(config.topology, Topology::Cluster { .. }) {
+        let masters = config
+            .cluster_masters()
+            .await
+            .context("cannot list the Cluster's masters")?;
+        let names: Vec<&str> = masters.iter().map(|(addr, _)| addr.as_str()).collect();
+        tracing::info!(masters = %names.join(","), "using Redis Cluster");
+        return Ok(Target::Cluster {
+            masters: masters.into_iter().map(|(_, info)| info).collect(),
+            config: Box::new(config.clone()),
+        });
+    }
     let (addr, info) = config
         .current_node()
         .await
         .context("cannot find the Redis node to use")?;
     tracing::info!(%addr, "using Redis node");
-    Ok(info)
+    Ok(Target::Node(Box::new(info)))
 }
 
 async fn connect(target: redis::ConnectionInfo) -> anyhow::Result<(MultiplexedConnection, String)> {
@@ -129,25 +168,19 @@ async fn connect(target: redis::ConnectionInfo) -> anyhow::Result<(MultiplexedCo
 /// and the Sentinel credentials, `REDIS_USERNAME`, `REDIS_PASSWORD`, the `*_FILE` forms, `REDIS_DB`,
 /// `REDIS_TLS` mean here what they mean there), read through `var`, with the command line's `url`,
 /// `sentinels` and `master` in place of `REDIS_URL`, `REDIS_SENTINELS` and `REDIS_SENTINEL_MASTER` (the flags
-/// default to those variables). A Redis Cluster is refused: a backup here reads one node.
+/// default to those variables).
 pub fn config(
     url: Option<&str>,
     sentinels: &[String],
     master: &str,
     var: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<RedisConfig> {
-    let config = inventory::config::redis_config_from(|name| match name {
+    Ok(inventory::config::redis_config_from(|name| match name {
         "REDIS_URL" => url.map(str::to_owned),
         "REDIS_SENTINELS" => Some(sentinels.join(",")),
         "REDIS_SENTINEL_MASTER" => (!sentinels.is_empty()).then(|| master.to_owned()),
         _ => var(name),
-    })?;
-    ensure!(
-        !matches!(config.topology, Topology::Cluster { .. }),
-        "REDIS_CLUSTER_NODES is set, and moor backup and restore do not support Redis Cluster; back up a \
-         Cluster with its own tools (redis-cli --cluster, or each master's RDB)"
-    );
-    Ok(config)
+    })?)
 }
 
 /// Reads every key under `prefix` from the nodes in `sources` (a master or a replica each; one node, or every
@@ -348,60 +381,72 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<(Header, Vec<Entry>)> {
     Ok((header, entries))
 }
 
-/// Restores the backup at `input` into the master reached through `target`. Nothing is written unless the
-/// whole file checks out.
-pub async fn restore(
-    target: redis::ConnectionInfo,
-    input: &Path,
-    replace: bool,
-) -> anyhow::Result<RestoreSummary> {
+/// Restores the backup at `input` into `target`: the master of a single node or Sentinel setup, or a Cluster
+/// (each key routed by its slot). Nothing is written unless the whole file checks out.
+pub async fn restore(target: Target, input: &Path, replace: bool) -> anyhow::Result<RestoreSummary> {
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let (_, entries) = decode(&bytes).with_context(|| format!("{} cannot be restored", input.display()))?;
-    let (mut conn, addr) = connect(target).await?;
+    match target {
+        Target::Node(info) => {
+            let (conn, addr) = connect(*info).await?;
+            restore_into(conn, &addr, &entries, replace).await
+        }
+        Target::Cluster { config, .. } => {
+            let conn = config
+                .cluster_connection()
+                .await
+                .context("cannot connect to the Redis Cluster")?;
+            restore_into(conn, "the Cluster", &entries, replace).await
+        }
+    }
+}
+
+/// Sends one `RESTORE` per live entry through `conn`, up to [`BATCH`] in flight (a multiplexed or Cluster
+/// connection pipelines them), and counts the answers.
+async fn restore_into<C>(
+    conn: C,
+    addr: &str,
+    entries: &[Entry],
+    replace: bool,
+) -> anyhow::Result<RestoreSummary>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + 'static,
+{
     let mut summary = RestoreSummary::default();
-    for batch in entries.chunks(BATCH) {
-        let now = now_ms();
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        let mut sent = Vec::new();
-        for e in batch {
-            if e.expire_at_ms.is_some_and(|t| t <= now) {
-                summary.expired += 1;
-                continue;
-            }
-            let cmd = pipe
-                .cmd("RESTORE")
-                .arg(&e.key)
-                .arg(e.expire_at_ms.unwrap_or(0))
-                .arg(&e.payload)
-                .arg("ABSTTL");
-            if replace {
-                cmd.arg("REPLACE");
-            }
-            sent.push(e);
-        }
-        if sent.is_empty() {
-            continue;
-        }
-        let results: Vec<redis::RedisResult<Value>> = pipe
-            .query_async(&mut conn)
-            .await
-            .with_context(|| format!("RESTORE on {addr}"))?;
-        for (e, result) in sent.into_iter().zip(results) {
-            match result {
-                Ok(_) => summary.restored += 1,
-                Err(err) if err.code() == Some("BUSYKEY") => summary.kept_existing += 1,
-                Err(err) if err.code() == Some("READONLY") => {
-                    bail!(
-                        "{addr} is a replica: restore into the master (give --sentinel and --master to find it)"
-                    )
+    let mut answers = futures_util::stream::iter(entries)
+        .map(|e| {
+            let mut conn = conn.clone();
+            async move {
+                if e.expire_at_ms.is_some_and(|t| t <= now_ms()) {
+                    return (e, None);
                 }
-                Err(err) => bail!(
-                    "RESTORE of '{}' failed after {} keys were restored: {err}",
-                    String::from_utf8_lossy(&e.key),
-                    summary.restored
-                ),
+                let mut cmd = redis::cmd("RESTORE");
+                cmd.arg(&e.key)
+                    .arg(e.expire_at_ms.unwrap_or(0))
+                    .arg(&e.payload)
+                    .arg("ABSTTL");
+                if replace {
+                    cmd.arg("REPLACE");
+                }
+                (e, Some(cmd.query_async::<Value>(&mut conn).await))
             }
+        })
+        .buffered(BATCH);
+    while let Some((e, answer)) = answers.next().await {
+        match answer {
+            None => summary.expired += 1,
+            Some(Ok(_)) => summary.restored += 1,
+            Some(Err(err)) if err.code() == Some("BUSYKEY") => summary.kept_existing += 1,
+            Some(Err(err)) if err.code() == Some("READONLY") => {
+                bail!(
+                    "{addr} is a replica: restore into the master (give --sentinel and --master to find it)"
+                )
+            }
+            Some(Err(err)) => bail!(
+                "RESTORE of '{}' on {addr} failed after {} keys were restored: {err}",
+                String::from_utf8_lossy(&e.key),
+                summary.restored
+            ),
         }
     }
     Ok(summary)
@@ -543,8 +588,9 @@ mod tests {
         assert!(config(None, &[], "m", env(&[("REDIS_PORT", "63x")])).is_err());
         assert!(config(None, &[], "m", env(&[("REDIS_TLS", "maybe")])).is_err());
         assert!(config(None, &[], "m", env(&[("REDIS_DB", "one")])).is_err());
-        let cluster = config(None, &[], "m", env(&[("REDIS_CLUSTER_NODES", "n1:7000")]));
-        assert!(cluster.is_err_and(|e| e.to_string().contains("Cluster")));
+        let cluster =
+            config(None, &[], "m", env(&[("REDIS_CLUSTER_NODES", "n1:7000,n2:7000")])).expect("a Cluster");
+        assert!(matches!(&cluster.topology, Topology::Cluster { nodes } if nodes.len() == 2));
     }
 
     #[test]

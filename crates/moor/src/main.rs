@@ -60,8 +60,8 @@ enum Command {
 #[derive(Args)]
 struct RedisArgs {
     /// Redis URL; without it, REDIS_HOST and REDIS_PORT (default 127.0.0.1:6379). REDIS_USERNAME,
-    /// REDIS_PASSWORD (or REDIS_PASSWORD_FILE), REDIS_DB and REDIS_TLS apply as in the app. Not with
-    /// --sentinel, which finds the master itself.
+    /// REDIS_PASSWORD (or REDIS_PASSWORD_FILE), REDIS_DB and REDIS_TLS apply as in the app, and
+    /// REDIS_CLUSTER_NODES selects a Redis Cluster. Not with --sentinel, which finds the master itself.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     url: Option<String>,
     /// Sentinels (host:port, comma-separated) to find the master through.
@@ -79,7 +79,7 @@ struct RedisArgs {
 }
 
 impl RedisArgs {
-    async fn target(&self) -> anyhow::Result<redis::ConnectionInfo> {
+    async fn target(&self) -> anyhow::Result<moor::backup::Target> {
         let config =
             moor::backup::config(
                 self.url.as_deref(),
@@ -283,7 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if keep.is_some() && !out.is_dir() {
                 anyhow::bail!("--keep needs an existing directory as --out");
             }
-            let done = moor::backup::backup(vec![redis.target().await?], &redis.prefix, &out).await?;
+            let done = moor::backup::backup(redis.target().await?.sources(), &redis.prefix, &out).await?;
             println!(
                 "backed up {} keys ({} bytes) to {}; {} vanished while reading",
                 done.keys,

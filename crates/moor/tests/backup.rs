@@ -2,6 +2,8 @@
 //! 2 replicas, 3 Sentinels, password set). Sessions written through the real store come back after every key
 //! is lost: same records, same versions, same absolute expiries, same user index. The backup reads a replica;
 //! the restore finds the master through the Sentinels, skips what expired meanwhile and keeps what is newer.
+//! On a real Redis Cluster (3 masters), the backup reads every master and the restore routes each key to the
+//! master of its slot.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use mooring::{Delta, Policy, Record, SessionId, SessionStore, StoreKey, now_ms};
-use mooring_conformance::redis::{SentinelOptions, sentinel_topology};
+use mooring_conformance::redis::{Options, SentinelOptions, cluster_with_options, sentinel_topology};
 use mooring_redis::{RedisConfig, RedisStore, Topology};
 use redis::aio::MultiplexedConnection;
 
@@ -27,7 +29,13 @@ fn policy() -> Policy {
 /// output.
 fn moor(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_moor"));
-    for name in ["REDIS_URL", "REDIS_SENTINELS", "REDIS_PREFIX", "REDIS_PASSWORD"] {
+    for name in [
+        "REDIS_URL",
+        "REDIS_SENTINELS",
+        "REDIS_CLUSTER_NODES",
+        "REDIS_PREFIX",
+        "REDIS_PASSWORD",
+    ] {
         cmd.env_remove(name);
     }
     let out = cmd
@@ -282,4 +290,92 @@ async fn refused_restores_write_nothing(file: &Path, replica_url: &str, master: 
         .expect_err("a replica is refused");
     assert!(format!("{err:#}").contains("is a replica"), "{err:#}");
     assert_eq!(dbsize(master).await, 0, "a refused restore writes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_backup_reads_every_master_and_restores_by_slot() {
+    let cluster = cluster_with_options(Options::default().with_password(PASSWORD), 3, 0).await;
+    let nodes: Vec<String> = cluster.nodes().iter().map(|n| n.addr()).collect();
+    let mut config = RedisConfig::new(Topology::Cluster { nodes: nodes.clone() });
+    config.password = Some(PASSWORD.to_owned());
+    config.prefix = PREFIX.to_owned();
+    let store = RedisStore::connect(config).await.expect("connect");
+    let mut sessions = Vec::new();
+    for i in 0..24u8 {
+        let key = SessionId::generate().store_key();
+        let record = Record {
+            created_at: now_ms(),
+            deadline: now_ms() + 3_600_000,
+            user: (i < 5).then(|| "grace".to_owned()),
+            attrs: [("n".to_owned(), vec![2, i])].into(),
+        };
+        store.create(&key, &record, &policy()).await.expect("create");
+        sessions.push((key, record));
+    }
+    let mut conns = Vec::new();
+    for node in cluster.nodes() {
+        conns.push(node.connect().await);
+    }
+    let mut before = BTreeMap::new();
+    let mut holding = 0;
+    for conn in &mut conns {
+        let keys = snapshot(conn).await;
+        holding += usize::from(!keys.is_empty());
+        before.extend(keys);
+    }
+    assert_eq!(before.len(), 25, "24 sessions and grace's index");
+    assert_eq!(holding, 3, "the keys are spread over the three masters");
+
+    let env = [
+        ("REDIS_CLUSTER_NODES", nodes.join(",")),
+        ("REDIS_PASSWORD", PASSWORD.to_owned()),
+        ("REDIS_PREFIX", PREFIX.to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cluster.moorbak");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let said = moor(&["backup", "--out", file_arg], &env);
+    assert!(said.contains("backed up 25 keys"), "{said}");
+
+    for conn in &mut conns {
+        let () = redis::cmd("FLUSHALL").query_async(conn).await.expect("FLUSHALL");
+    }
+    assert_eq!(
+        store.load(&sessions[0].0, &policy()).await.expect("load"),
+        None,
+        "lost"
+    );
+    let said = moor(&["restore", "--in", file_arg], &env);
+    assert!(
+        said.contains("restored 25 keys; skipped 0 expired and 0 that exist already"),
+        "{said}"
+    );
+
+    let mut after = BTreeMap::new();
+    for conn in &mut conns {
+        after.extend(snapshot(conn).await);
+    }
+    assert_eq!(
+        after, before,
+        "every key is back on its slot's master, same content and expiry"
+    );
+    for (key, record) in &sessions {
+        let loaded = store
+            .load(key, &policy())
+            .await
+            .expect("load")
+            .expect("the session is back");
+        assert_eq!(loaded.record.attrs, record.attrs);
+    }
+    assert_eq!(
+        store.list_user("grace").await.expect("list").len(),
+        5,
+        "the user index is back"
+    );
+    let again = moor(&["restore", "--in", file_arg], &env);
+    assert!(
+        again.contains("restored 0 keys; skipped 0 expired and 25 that exist already"),
+        "{again}"
+    );
 }

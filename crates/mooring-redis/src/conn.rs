@@ -116,6 +116,99 @@ impl RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// A connection to the Cluster this configuration names, as the store opens it: it routes every command
+    /// by its key's slot and follows `MOVED`/`ASK`. An error for other topologies.
+    pub async fn cluster_connection(&self) -> Result<ClusterConnection> {
+        let Topology::Cluster { nodes } = &self.topology else {
+            return Err(RedisStoreError::Config(
+                "not a Redis Cluster configuration".into(),
+            ));
+        };
+        let infos = nodes
+            .iter()
+            .map(|a| {
+                let (host, port) = split_addr(a)?;
+                Ok(self.node_info(&host, port))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut builder = redis::cluster::ClusterClient::builder(infos)
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.response_timeout);
+        if let Some(user) = &self.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.password(password);
+        }
+        Ok(builder.build()?.get_async_connection().await?)
+    }
+
+    /// The masters of a Cluster that hold slots, as `host:port` and connection info (auth and TLS of this
+    /// configuration), from `CLUSTER NODES` of the first listed node that answers. For tools that visit every
+    /// node (`moor backup`); the store itself routes through [`RedisConfig::cluster_connection`].
+    pub async fn cluster_masters(&self) -> Result<Vec<(String, ConnectionInfo)>> {
+        let Topology::Cluster { nodes } = &self.topology else {
+            return Err(RedisStoreError::Config(
+                "not a Redis Cluster configuration".into(),
+            ));
+        };
+        let mut last_error = None;
+        for seed in nodes {
+            let (host, port) = split_addr(seed)?;
+            let answer = async {
+                let mut conn = connect(self, self.node_info(&host, port)).await?;
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async::<String>(&mut conn)
+                    .await
+            };
+            match answer.await {
+                Ok(text) => {
+                    let masters = slot_masters(&text)
+                        .into_iter()
+                        .map(|(host, port)| (format!("{host}:{port}"), self.node_info(&host, port)))
+                        .collect::<Vec<_>>();
+                    if masters.is_empty() {
+                        return Err(RedisStoreError::Config(format!(
+                            "{seed} knows no master holding slots; is the Cluster created?"
+                        )));
+                    }
+                    return Ok(masters);
+                }
+                Err(e) => last_error = Some(format!("{seed}: {e}")),
+            }
+        }
+        Err(RedisStoreError::Config(format!(
+            "no Cluster node answered CLUSTER NODES; last: {}",
+            last_error.unwrap_or_else(|| "no nodes listed".into())
+        )))
+    }
+}
+
+/// The healthy masters holding slots in a `CLUSTER NODES` answer: lines of `<id> <ip:port@bus[,host]> <flags>
+/// <master> <ping> <pong> <epoch> <link> <slot>...`.
+fn slot_masters(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags: Vec<&str> = fields.get(2)?.split(',').collect();
+            let healthy = flags.contains(&"master")
+                && !flags
+                    .iter()
+                    .any(|f| matches!(*f, "fail" | "fail?" | "noaddr" | "handshake"));
+            if !healthy || fields.len() <= 8 {
+                return None;
+            }
+            let addr = fields[1].split(['@', ',']).next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            let port = port.parse().ok().filter(|p| *p != 0)?;
+            (!host.is_empty()).then(|| (host.to_owned(), port))
+        })
+        .collect()
+}
+
 impl Follower {
     fn new(config: Arc<RedisConfig>, stats: Arc<RedisStats>) -> Result<Self> {
         let discovery = match &config.topology {
@@ -428,26 +521,7 @@ impl Backend {
     /// Connects (and, for Sentinel, starts watching for failovers).
     pub(crate) async fn connect(config: Arc<RedisConfig>, stats: Arc<RedisStats>) -> Result<Self> {
         match &config.topology {
-            Topology::Cluster { nodes } => {
-                let infos = nodes
-                    .iter()
-                    .map(|a| {
-                        let (host, port) = split_addr(a)?;
-                        Ok(config.node_info(&host, port))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let mut builder = redis::cluster::ClusterClient::builder(infos)
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout);
-                if let Some(user) = &config.username {
-                    builder = builder.username(user);
-                }
-                if let Some(password) = &config.password {
-                    builder = builder.password(password);
-                }
-                let conn = builder.build()?.get_async_connection().await?;
-                Ok(Self::Cluster(conn))
-            }
+            Topology::Cluster { .. } => Ok(Self::Cluster(config.cluster_connection().await?)),
             _ => {
                 let follower = Arc::new(Follower::new(config, stats)?);
                 follower.rediscover(0).await?;
@@ -575,5 +649,31 @@ impl Backend {
                 cmd.query_async(&mut node.conn.clone()).await?
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_masters;
+
+    #[test]
+    fn slot_masters_are_the_healthy_masters_holding_slots() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+a2 127.0.0.1:7001@17001,redis-1.example master - 0 0 2 connected 5461-10922
+a3 127.0.0.1:7002@17002 master,fail - 0 0 3 disconnected 10923-16383
+a4 127.0.0.1:7005@17005 master - 0 0 7 connected 10923-16383
+a5 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+a6 127.0.0.1:7004@17004 master - 0 0 0 connected
+a7 :0@0 master,noaddr - 0 0 0 connected 1-2
+";
+        assert_eq!(
+            slot_masters(nodes),
+            [
+                ("127.0.0.1".to_owned(), 7000),
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7005)
+            ]
+        );
     }
 }
