@@ -10,7 +10,7 @@
 //!   rediscovery gets the new node at once instead of starting another. Nothing holds a lock while talking to
 //!   the data nodes.
 //! - **Triggers** (Sentinel): failover-class errors (I/O, timeout, `READONLY`, `NOREPLICAS`, `LOADING`,
-//!   `MASTERDOWN`), `+switch-master` events (one subscription per Sentinel), and a poll of the Sentinels every
+//!   `MASTERDOWN`, and `UNBLOCKED`, which a `WAIT` gets when its master is demoted), `+switch-master` events (one subscription per Sentinel), and a poll of the Sentinels every
 //!   `poll_interval`. A discovered master is only used after it says `ROLE` = master, so writes never go to a
 //!   node that Sentinel still calls master but that has been demoted.
 //! - **Retries** happen only for calls the store marks safe to repeat, until the configured deadline, with a
@@ -53,7 +53,16 @@ pub(crate) fn is_failover_error(err: &RedisError) -> bool {
         || err.is_connection_refusal()
         || matches!(
             server_code(err).as_deref(),
-            Some("READONLY" | "NOREPLICAS" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN")
+            // UNBLOCKED: Redis's answer to a client blocked in `WAIT` when its master becomes a replica.
+            Some(
+                "READONLY"
+                    | "NOREPLICAS"
+                    | "LOADING"
+                    | "MASTERDOWN"
+                    | "UNBLOCKED"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+            )
         )
 }
 
@@ -564,7 +573,9 @@ impl Backend {
     ) -> Result<Vec<Value>> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(10);
-        let mut reloaded_scripts = false;
+        // The connection generation the scripts were last reloaded on: once per master, not once per call (a
+        // call that outlives two failovers meets two servers without them).
+        let mut reloaded_on = None;
         loop {
             let (attempt, wanted) = match wait {
                 None => (std::borrow::Cow::Borrowed(pipe), None),
@@ -603,11 +614,18 @@ impl Backend {
                         RedisStoreError::NotReplicated { wanted, got }
                     }
                 },
-                Err(err) if server_code(&err).as_deref() == Some("NOSCRIPT") && !reloaded_scripts => {
-                    // A promoted replica or a restarted server does not have our scripts yet.
-                    reloaded_scripts = true;
-                    self.load_scripts(scripts).await?;
-                    continue;
+                Err(err)
+                    if server_code(&err).as_deref() == Some("NOSCRIPT")
+                        && reloaded_on != Some(generation) =>
+                {
+                    // A promoted replica or a restarted server does not have our scripts yet. Loading them can
+                    // meet the same failover as any command: then rediscover and retry, as below.
+                    reloaded_on = Some(generation);
+                    match self.load_scripts(scripts).await {
+                        Ok(()) => continue,
+                        Err(RedisStoreError::Redis(e)) if is_failover_error(&e) => e.into(),
+                        Err(other) => return Err(other),
+                    }
                 }
                 Err(err) if is_failover_error(&err) => err.into(),
                 Err(err) => return Err(err.into()),

@@ -12,7 +12,8 @@ pub struct RedisStats {
     pub rediscoveries: AtomicU64,
     /// Writes whose `WAIT` confirmed fewer replicas than required.
     pub wait_missed: AtomicU64,
-    /// Calls retried after a failover-class error (I/O, timeout, READONLY, NOREPLICAS, LOADING, MASTERDOWN).
+    /// Calls retried after a failover-class error (I/O, timeout, READONLY, NOREPLICAS, LOADING, MASTERDOWN,
+    /// UNBLOCKED).
     pub retries: AtomicU64,
 }
 

@@ -413,3 +413,108 @@ async fn a_password_protected_topology_is_followed_across_a_failover() {
         "the password never appears in errors"
     );
 }
+
+/// Sends SIGSTOP or SIGCONT to a server process.
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// A write blocked in `WAIT` when its master becomes a replica gets `-UNBLOCKED` from Redis (its answer to
+/// every blocked client on that change; a planned failover does it to the old master). That is a failover,
+/// not a failure: the store rediscovers and retries within the deadline, and the write is acknowledged once a
+/// master and its replicas confirm it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_wait_is_cut_by_a_demotion_is_retried() {
+    let topology = mooring_conformance::redis::sentinel_topology(topology_options()).await;
+    let mut config = RedisConfig::new(Topology::Sentinel {
+        sentinels: topology.sentinel_addrs(),
+        master: topology.master_name().to_owned(),
+        sentinel_username: None,
+        sentinel_password: None,
+    });
+    config.deadline = Duration::from_secs(10);
+    // Long enough that the demotion below meets the WAIT still blocked.
+    config.wait_timeout = Duration::from_secs(3);
+    config.response_timeout = Duration::from_secs(5);
+    let store = RedisStore::connect(config).await.expect("connect");
+    let key = SessionId::generate().store_key();
+    let record = Record {
+        created_at: now_ms(),
+        deadline: now_ms() + 3_600_000,
+        ..Record::default()
+    };
+    store.create(&key, &record, &policy()).await.expect("create");
+    let master = store.master_addr().expect("a master");
+    let replicas: Vec<(String, u32)> = topology
+        .servers()
+        .iter()
+        .filter(|s| s.addr() != master)
+        .map(|s| (s.addr(), s.pid().expect("running")))
+        .collect();
+    let mut admin = topology
+        .servers()
+        .iter()
+        .find(|s| s.addr() == master)
+        .expect("the master's server")
+        .connect()
+        .await;
+
+    // The replicas stop acknowledging, so the write's WAIT blocks.
+    for (_, pid) in &replicas {
+        signal(*pid, "-STOP");
+    }
+    let writer = {
+        let (store, key) = (store.clone(), key.clone());
+        tokio::spawn(async move {
+            let mut delta = Delta::default();
+            delta.set.insert("cart".into(), b"2 pears".to_vec());
+            store.apply(&key, &delta, &policy()).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Demote the master while the write waits, then make it master again.
+    let (host, port) = replicas[0].0.rsplit_once(':').expect("host:port");
+    let () = redis::cmd("REPLICAOF")
+        .arg(host)
+        .arg(port)
+        .query_async(&mut admin)
+        .await
+        .expect("REPLICAOF");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut admin = topology
+        .servers()
+        .iter()
+        .find(|s| s.addr() == master)
+        .expect("the master's server")
+        .connect()
+        .await;
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut admin)
+        .await
+        .expect("REPLICAOF NO ONE");
+    for (_, pid) in &replicas {
+        signal(*pid, "-CONT");
+    }
+
+    let applied = writer.await.expect("writer task");
+    assert!(
+        matches!(applied, Ok(Applied::Saved { .. })),
+        "the write is retried after the demotion, not failed: {applied:?}"
+    );
+    let loaded = store
+        .load(&key, &policy())
+        .await
+        .expect("load")
+        .expect("the session");
+    assert_eq!(loaded.record.attrs["cart"], b"2 pears".to_vec());
+    assert!(
+        store.stats().retries.load(Ordering::Relaxed) >= 1,
+        "the write went through the retry path"
+    );
+}
