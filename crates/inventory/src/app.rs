@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, ConfigError, SessionDriver};
 use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
-use crate::state::AppState;
+use crate::state::{AppState, StoreOutage};
 use crate::traced_store::TracedStore;
 
 /// Why the app could not start.
@@ -159,6 +159,7 @@ impl Application {
             accepting: Arc::new(AtomicBool::new(true)),
             trust_proxy_headers: config.trust_proxy_headers,
             metrics,
+            store_outage: Arc::new(StoreOutage::new(config.store_timeout)),
         };
         Ok(Self {
             listener,

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use inventory::app::Application;
 use inventory::config::Config;
@@ -391,5 +392,42 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+    }
+}
+
+/// With the session store down: `/readyz` first says 200 with the store `degraded` (requests ride out a
+/// short outage in the app), then 503 with it `unavailable` once `tolerated` (`SESSION_STORE_TIMEOUT_MS`)
+/// has passed since the first failed check, and not much later.
+pub async fn assert_readiness_drops_after(client: &Client, tolerated: Duration) {
+    let started = std::time::Instant::now();
+    let first = client.get_with("/readyz", &[]).await;
+    assert_eq!(
+        (first.status, first.json()["checks"]["session_store"].clone()),
+        (StatusCode::OK, serde_json::json!("degraded")),
+        "a store outage shorter than the store timeout keeps the instance ready: {}",
+        first.body
+    );
+    loop {
+        let page = client.get_with("/readyz", &[]).await;
+        let waited = started.elapsed();
+        if page.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(
+                page.json()["checks"]["session_store"],
+                "unavailable",
+                "{}",
+                page.body
+            );
+            assert!(
+                waited >= tolerated,
+                "not ready after {waited:?}, before the tolerated {tolerated:?}"
+            );
+            return;
+        }
+        assert!(
+            waited < tolerated + Duration::from_secs(5),
+            "still ready {waited:?} into a store outage (tolerated: {tolerated:?}): {}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
