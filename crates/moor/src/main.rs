@@ -127,7 +127,8 @@ struct LabArgs {
     /// Session driver of the apps: redis-sentinel, redis or sql.
     #[arg(long, default_value = "redis-sentinel")]
     driver: Driver,
-    /// First port of the lab; every other port is derived from it. 0 picks a base whose whole range is free.
+    /// First port of the lab; every other port is derived from it. 0: the port of the lab already in --dir,
+    /// else a base whose whole range is free.
     #[arg(long, default_value_t = 7100)]
     base_port: u16,
     /// Sentinel `down-after-milliseconds`.
@@ -141,7 +142,9 @@ struct LabArgs {
 impl LabArgs {
     fn config(&self) -> LabConfig {
         let base_port = match self.base_port {
-            0 => moor::lab::find_free_base_port(20_000..30_000, self.apps, self.driver).unwrap_or(7100),
+            0 => moor::lab::existing_base_port(&self.dir.dir)
+                .or_else(|| moor::lab::find_free_base_port(20_000..30_000, self.apps, self.driver))
+                .unwrap_or(7100),
             port => port,
         };
         LabConfig {

@@ -124,6 +124,13 @@ pub struct Lab {
     http: reqwest::Client,
 }
 
+/// The base port of the lab already in `dir`, if there is one (its state file is readable). `--base-port 0`
+/// reuses it, so a second command against the same directory finds the lab it started.
+pub fn existing_base_port(dir: &Path) -> Option<u16> {
+    let dir = std::path::absolute(dir).ok()?;
+    state::load(&dir).ok().flatten().map(|s| s.config.base_port)
+}
+
 impl Lab {
     /// Brings the lab in `cfg.dir` up: creates it if needed, starts every member that is not running, and
     /// waits until HAProxy answers, every app's `/readyz` is 200, the replicas are in sync and the Sentinels
