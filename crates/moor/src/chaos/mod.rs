@@ -442,9 +442,15 @@ pub(crate) fn session_budgets(report: &ProbeReport) -> Vec<Budget> {
 
 /// A note when the node that rejoined follows a newer master than the one the scenario saw promoted: the
 /// Sentinels failed over again meanwhile (on a busy machine a master that misses `down-after-milliseconds`
-/// of pings looks down to them). The session budgets still hold across both failovers; the note says why
-/// the report names two new masters.
-pub(crate) fn another_failover(promoted: &str, following: &str) -> Option<String> {
-    (promoted != following)
-        .then(|| format!("the Sentinels failed over again during the scenario: {promoted} -> {following}"))
+/// of pings looks down to them). The session budgets still hold across both failovers. The note carries the
+/// last lines of every Redis node's and Sentinel's log, which say why the second failover happened (the lab
+/// directory may be wiped before anyone reads it).
+pub(crate) fn another_failover(lab: &crate::lab::Lab, promoted: &str, following: &str) -> Option<String> {
+    use crate::lab::MemberKind;
+    (promoted != following).then(|| {
+        format!(
+            "the Sentinels failed over again during the scenario: {promoted} -> {following}; the logs:\n{}",
+            lab.log_tails(&[MemberKind::Redis, MemberKind::Sentinel], 25)
+        )
+    })
 }

@@ -48,7 +48,7 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
             writes_back.as_secs_f64()
         ),
     ];
-    notes.extend(super::another_failover(&new, &following));
+    notes.extend(super::another_failover(ctx.lab, &new, &following));
     Ok(Injected {
         fault_at: Some(fault_at),
         notes,

@@ -33,7 +33,7 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
     let following = ctx.lab.wait_rejoined(&old, Duration::from_secs(40)).await?;
     ctx.mark(&format!("{old} rejoined as a replica of {following}"));
     let mut notes = vec![format!("{old} isolated; Sentinels promoted {new}")];
-    notes.extend(super::another_failover(&new, &following));
+    notes.extend(super::another_failover(ctx.lab, &new, &following));
     Ok(Injected {
         fault_at: Some(fault_at),
         notes,

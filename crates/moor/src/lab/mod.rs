@@ -968,10 +968,16 @@ impl Lab {
 
     /// The last lines of every Sentinel's log, for failure messages.
     fn sentinel_log_tails(&self) -> String {
+        self.log_tails(&[MemberKind::Sentinel], 8)
+    }
+
+    /// The last `lines` lines of the log of every member of the given kinds, each under a header naming the
+    /// file: what a report shows when Redis did something unexpected.
+    pub fn log_tails(&self, kinds: &[MemberKind], lines: usize) -> String {
         self.members()
             .iter()
-            .filter(|m| m.kind == MemberKind::Sentinel)
-            .map(|m| process::log_tail(&m.log, 8))
+            .filter(|m| kinds.contains(&m.kind))
+            .map(|m| process::log_tail(&m.log, lines))
             .collect::<Vec<_>>()
             .join("\n")
     }
