@@ -38,10 +38,10 @@
 //! single node too.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use futures_util::StreamExt;
+use mooring::now_ms;
 use mooring_redis::{RedisConfig, Topology};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -98,13 +98,6 @@ pub struct RestoreSummary {
     pub expired: u64,
     /// Keys skipped because they exist already (newer than the backup); 0 with `replace`.
     pub kept_existing: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Where a backup reads and a restore writes.

@@ -45,6 +45,16 @@ async fn must_load(store: &dyn SessionStore, key: &StoreKey, policy: &Policy) ->
     }
 }
 
+/// The keys `list_user` gives for `user`, sorted; panics with `why` if the listing fails.
+async fn user_keys(store: &dyn SessionStore, user: &str, why: &str) -> Vec<StoreKey> {
+    let mut keys: Vec<StoreKey> = match store.list_user(user).await {
+        Ok(listed) => listed.into_iter().map(|(k, _)| k).collect(),
+        Err(err) => panic!("{why}: {err:?}"),
+    };
+    keys.sort();
+    keys
+}
+
 async fn must_be_gone(store: &dyn SessionStore, key: &StoreKey, policy: &Policy, why: &str) {
     match store.load(key, policy).await {
         Ok(None) => {}
@@ -333,13 +343,7 @@ pub async fn id_rotation<H: Harness>(h: &H) {
         r,
         "the data moves to the new key"
     );
-    let listed: Vec<StoreKey> = store
-        .list_user("user-2")
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let listed = user_keys(&*store, "user-2", "list").await;
     assert_eq!(listed, vec![new], "the user index follows the rotation");
 }
 
@@ -388,14 +392,7 @@ pub async fn user_index<H: Harness>(h: &H) {
         store.apply(&anon, &login, &policy()).await.expect("apply"),
         Applied::Saved { .. }
     ));
-    let mut alice: Vec<StoreKey> = store
-        .list_user("alice")
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    alice.sort();
+    let alice = user_keys(&*store, "alice", "list").await;
     let mut want = vec![keys[0].clone(), keys[1].clone(), keys[2].clone(), anon.clone()];
     want.sort();
     assert_eq!(alice, want, "alice's sessions");
@@ -424,13 +421,7 @@ pub async fn user_index<H: Harness>(h: &H) {
         1,
         "one other live session"
     );
-    let alice: Vec<StoreKey> = store
-        .list_user("alice")
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let alice = user_keys(&*store, "alice", "list").await;
     assert_eq!(alice, vec![keys[0].clone()], "only the kept session remains");
     must_be_gone(&*store, &keys[1], &policy(), "a revoked session").await;
     assert_eq!(
@@ -453,13 +444,7 @@ pub async fn user_index_skips_corrupt_records<H: Harness>(h: &H) {
         store.create(k, &r, &policy()).await.expect("create");
     }
     h.corrupt(&bad).await;
-    let listed: Vec<StoreKey> = store
-        .list_user("carol")
-        .await
-        .expect("a corrupt record must not fail the listing")
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let listed = user_keys(&*store, "carol", "a corrupt record must not fail the listing").await;
     assert_eq!(
         listed,
         vec![good.clone()],

@@ -30,7 +30,8 @@ fn policy() -> Policy {
     }
 }
 
-async fn sentinel_store(topology: &SentinelTopology, deadline: Duration) -> RedisStore {
+/// A store configuration that finds the master through the topology's Sentinels, with `deadline` per call.
+fn sentinel_config(topology: &SentinelTopology, deadline: Duration) -> RedisConfig {
     let mut config = RedisConfig::new(Topology::Sentinel {
         sentinels: topology.sentinel_addrs(),
         master: topology.master_name().to_owned(),
@@ -38,7 +39,11 @@ async fn sentinel_store(topology: &SentinelTopology, deadline: Duration) -> Redi
         sentinel_password: None,
     });
     config.deadline = deadline;
-    let store = RedisStore::connect(config)
+    config
+}
+
+async fn sentinel_store(topology: &SentinelTopology, deadline: Duration) -> RedisStore {
+    let store = RedisStore::connect(sentinel_config(topology, deadline))
         .await
         .expect("connect through the Sentinels");
     assert_eq!(
@@ -47,6 +52,21 @@ async fn sentinel_store(topology: &SentinelTopology, deadline: Duration) -> Redi
         "writes are confirmed by a replica"
     );
     store
+}
+
+/// Creates a session that lives for an hour; returns its key and record.
+async fn live_session(store: &RedisStore) -> (StoreKey, Record) {
+    let key = SessionId::generate().store_key();
+    let record = Record {
+        created_at: now_ms(),
+        deadline: now_ms() + 3_600_000,
+        ..Record::default()
+    };
+    store
+        .create(&key, &record, &policy())
+        .await
+        .expect("create a session");
+    (key, record)
 }
 
 /// What the writers saw.
@@ -72,16 +92,7 @@ impl Writers {
         let outcome = Arc::new(Mutex::new(Outcome::default()));
         let mut tasks = Vec::new();
         for w in 0..WRITERS {
-            let key = SessionId::generate().store_key();
-            let record = Record {
-                created_at: now_ms(),
-                deadline: now_ms() + 3_600_000,
-                ..Record::default()
-            };
-            store
-                .create(&key, &record, &policy())
-                .await
-                .expect("create before the fault");
+            let (key, _) = live_session(store).await;
             let (store, stop, outcome) = (store.clone(), Arc::clone(&stop), Arc::clone(&outcome));
             tasks.push(tokio::spawn(async move {
                 let mut i = 0u64;
@@ -275,13 +286,7 @@ async fn a_planned_failover_loses_no_acknowledged_write() {
 async fn redis_down_longer_than_the_deadline_fails_cleanly_and_recovers() {
     let mut topology = mooring_conformance::redis::sentinel_topology(topology_options()).await;
     let store = sentinel_store(&topology, Duration::from_millis(800)).await;
-    let key = SessionId::generate().store_key();
-    let record = Record {
-        created_at: now_ms(),
-        deadline: now_ms() + 3_600_000,
-        ..Record::default()
-    };
-    store.create(&key, &record, &policy()).await.expect("create");
+    let (key, record) = live_session(&store).await;
     let addrs: Vec<String> = topology.servers().iter().map(|s| s.addr()).collect();
     for addr in &addrs {
         topology.node_by_addr(addr).stop().await;
@@ -369,24 +374,12 @@ async fn successive_failovers_keep_writes_flowing() {
 async fn a_password_protected_topology_is_followed_across_a_failover() {
     let topology =
         mooring_conformance::redis::sentinel_topology(topology_options().with_password("s3cret pass")).await;
-    let mut config = RedisConfig::new(Topology::Sentinel {
-        sentinels: topology.sentinel_addrs(),
-        master: topology.master_name().to_owned(),
-        sentinel_username: None,
-        sentinel_password: None,
-    });
+    let mut config = sentinel_config(&topology, Duration::from_secs(10));
     config.password = Some("s3cret pass".into());
-    config.deadline = Duration::from_secs(10);
     let store = RedisStore::connect(config)
         .await
         .expect("connect with the password");
-    let key = SessionId::generate().store_key();
-    let record = Record {
-        created_at: now_ms(),
-        deadline: now_ms() + 3_600_000,
-        ..Record::default()
-    };
-    store.create(&key, &record, &policy()).await.expect("create");
+    let (key, _) = live_session(&store).await;
     let old = topology.failover().await;
     topology.wait_for_new_master(&old, Duration::from_secs(20)).await;
     let mut delta = Delta::default();
@@ -398,14 +391,8 @@ async fn a_password_protected_topology_is_followed_across_a_failover() {
     let loaded = store.load(&key, &policy()).await.expect("load").expect("record");
     assert_eq!(loaded.record.attrs["after"], b"failover".to_vec());
 
-    let mut wrong = RedisConfig::new(Topology::Sentinel {
-        sentinels: topology.sentinel_addrs(),
-        master: topology.master_name().to_owned(),
-        sentinel_username: None,
-        sentinel_password: None,
-    });
+    let mut wrong = sentinel_config(&topology, Duration::from_millis(500));
     wrong.password = Some("wrong".into());
-    wrong.deadline = Duration::from_millis(500);
     let refused = RedisStore::connect(wrong).await;
     assert!(refused.is_err(), "a wrong password must not connect");
     assert!(
@@ -430,24 +417,12 @@ fn signal(pid: u32, sig: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_wait_is_cut_by_a_demotion_is_retried() {
     let topology = mooring_conformance::redis::sentinel_topology(topology_options()).await;
-    let mut config = RedisConfig::new(Topology::Sentinel {
-        sentinels: topology.sentinel_addrs(),
-        master: topology.master_name().to_owned(),
-        sentinel_username: None,
-        sentinel_password: None,
-    });
-    config.deadline = Duration::from_secs(10);
+    let mut config = sentinel_config(&topology, Duration::from_secs(10));
     // Long enough that the demotion below meets the WAIT still blocked.
     config.wait_timeout = Duration::from_secs(3);
     config.response_timeout = Duration::from_secs(5);
     let store = RedisStore::connect(config).await.expect("connect");
-    let key = SessionId::generate().store_key();
-    let record = Record {
-        created_at: now_ms(),
-        deadline: now_ms() + 3_600_000,
-        ..Record::default()
-    };
-    store.create(&key, &record, &policy()).await.expect("create");
+    let (key, _) = live_session(&store).await;
     let master = store.master_addr().expect("a master");
     let replicas: Vec<(String, u32)> = topology
         .servers()
@@ -485,13 +460,6 @@ async fn a_write_whose_wait_is_cut_by_a_demotion_is_retried() {
         .await
         .expect("REPLICAOF");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut admin = topology
-        .servers()
-        .iter()
-        .find(|s| s.addr() == master)
-        .expect("the master's server")
-        .connect()
-        .await;
     let () = redis::cmd("REPLICAOF")
         .arg("NO")
         .arg("ONE")
