@@ -39,6 +39,8 @@ pub struct SessionConfig {
     pub(crate) idle: Duration,
     pub(crate) absolute: Duration,
     pub(crate) encrypt: bool,
+    pub(crate) plaintext_migration: bool,
+    pub(crate) host_prefix: bool,
     pub(crate) max_record_bytes: usize,
     pub(crate) max_cookie_header_bytes: usize,
     pub(crate) store_timeout: Duration,
@@ -55,6 +57,8 @@ impl Default for SessionConfig {
             idle: Duration::from_secs(120 * 60),
             absolute: Duration::from_secs(12 * 3600),
             encrypt: false,
+            plaintext_migration: false,
+            host_prefix: false,
             max_record_bytes: 64 * 1024,
             max_cookie_header_bytes: 16 * 1024,
             store_timeout: Duration::from_secs(2),
@@ -112,6 +116,22 @@ impl SessionConfig {
         self
     }
 
+    /// With encryption on, also accept records written without it (plain values, legacy sealed values, no
+    /// identity MAC) and upgrade them on load (default off: such records are refused, because anyone who can
+    /// write to the store could forge them). Turn it on for the rollout of encryption, then off again.
+    pub fn with_plaintext_migration(mut self, allow: bool) -> Self {
+        self.plaintext_migration = allow;
+        self
+    }
+
+    /// When the cookie is `Secure`, name it `__Host-<name>` (default off). Browsers then accept it only
+    /// from this exact host, over HTTPS, with `Path=/` and no `Domain`: a sibling subdomain cannot plant or
+    /// overwrite it. A name that already carries the prefix is kept as is.
+    pub fn with_host_prefix(mut self, on: bool) -> Self {
+        self.host_prefix = on;
+        self
+    }
+
     /// The largest encoded record accepted (default 64 KiB).
     pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
         self.max_record_bytes = bytes;
@@ -130,7 +150,7 @@ impl SessionConfig {
         self
     }
 
-    /// The cookie name.
+    /// The cookie name as configured (see [`SessionConfig::effective_cookie_name`] for the name sent).
     pub fn cookie_name(&self) -> &str {
         &self.cookie_name
     }
@@ -139,4 +159,54 @@ impl SessionConfig {
     pub fn idle_timeout(&self) -> Duration {
         self.idle
     }
+
+    /// The name the cookie is sent and read under: with the `__Host-` prefix when
+    /// [`SessionConfig::with_host_prefix`] asks for it and the cookie is secure.
+    pub fn effective_cookie_name(&self) -> std::borrow::Cow<'_, str> {
+        if self.host_prefix && self.secure && !self.cookie_name.starts_with(HOST_PREFIX) {
+            format!("{HOST_PREFIX}{}", self.cookie_name).into()
+        } else {
+            self.cookie_name.as_str().into()
+        }
+    }
+
+    /// Checks the rules browsers apply to prefixed cookie names (RFC 6265bis §4.1.3), which would otherwise
+    /// make them drop the cookie silently: `__Secure-` needs `Secure`; `__Host-` needs `Secure`, `Path=/` and
+    /// no `Domain`.
+    pub fn validate(&self) -> Result<(), CookieRuleError> {
+        let name = self.effective_cookie_name();
+        if name.starts_with(HOST_PREFIX) {
+            if !self.secure {
+                return Err(CookieRuleError::NotSecure(name.into_owned()));
+            }
+            if self.domain.is_some() {
+                return Err(CookieRuleError::HostWithDomain(name.into_owned()));
+            }
+            if self.path != "/" {
+                return Err(CookieRuleError::HostWithPath(name.into_owned(), self.path.clone()));
+            }
+        } else if name.starts_with(SECURE_PREFIX) && !self.secure {
+            return Err(CookieRuleError::NotSecure(name.into_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// The prefix that pins a cookie to one host.
+pub const HOST_PREFIX: &str = "__Host-";
+/// The prefix that requires a secure cookie.
+pub const SECURE_PREFIX: &str = "__Secure-";
+
+/// A cookie configuration that browsers would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CookieRuleError {
+    /// A `__Host-` or `__Secure-` cookie without `Secure`.
+    #[error("the cookie name '{0}' requires a Secure cookie (HTTPS)")]
+    NotSecure(String),
+    /// A `__Host-` cookie with a `Domain`.
+    #[error("the cookie name '{0}' forbids a Domain attribute (a __Host- cookie belongs to one host)")]
+    HostWithDomain(String),
+    /// A `__Host-` cookie with a path other than `/`.
+    #[error("the cookie name '{0}' requires Path=/, not '{1}'")]
+    HostWithPath(String, String),
 }

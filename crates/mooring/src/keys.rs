@@ -5,11 +5,24 @@
 //! kept for verification and decryption only: rotating the secret logs nobody out, and a cookie signed with an
 //! old secret is re-signed with the current one on its next response.
 //!
-//! Cookie value: `<id base64url (22)>.<HMAC-SHA256(id) truncated to 128 bits, base64url (22)>`.
+//! Cookie values, each with its own MAC domain string so one form can never be passed off as the other:
 //!
-//! Stored values carry a one-byte envelope tag: [`PLAIN`] or [`SEALED`]. A sealed value is
-//! `tag || nonce (24) || XChaCha20-Poly1305(value)`, with the store key and the attribute name as associated
-//! data, so a value cannot be moved to another session or attribute unnoticed.
+//! - a stored session: `<id base64url (22)>.<HMAC-SHA256("mooring/cookie/v1" ‖ id) truncated to 128 bits,
+//!   base64url (22)>` (unchanged since the first release, so deployed cookies keep working);
+//! - a pre-session (no record exists): `p.<id (22)>.<body base64url>.<HMAC-SHA256("mooring/pre-session/v1" ‖
+//!   id ‖ body) truncated to 128 bits (22)>`, the body being MessagePack of its expiry and pending flash
+//!   messages. The body is authenticated, not encrypted: it only holds what the visitor is shown anyway.
+//!
+//! The CSRF token of a session is derived, not stored: `HMAC-SHA256(k_csrf, "mooring/csrf/v1" ‖ id)`, 256
+//! bits, base64url. It depends on the id alone, so it is the same before and after a pre-session becomes a
+//! stored session, and changes with the id on [`regenerate`](crate::Session::regenerate).
+//!
+//! Stored values carry a one-byte envelope tag: [`PLAIN`], [`SEALED`] (the first encrypted format) or
+//! [`SEALED_V2`]. A sealed value is `tag || nonce (24) || XChaCha20-Poly1305(value)`. Associated data: the
+//! store key and the attribute name ([`SEALED`]); plus the record's absolute deadline and user
+//! ([`SEALED_V2`], written by this version), so a value cannot be moved to another session, attribute, user or
+//! lifetime unnoticed. With encryption on, every record also carries [`RecordAuth`]: a MAC over its identity
+//! (store key, created, deadline, user), checked on every load.
 
 use std::fmt;
 
@@ -25,8 +38,12 @@ use crate::id::{SessionId, StoreKey};
 
 /// Envelope tag of a value stored as is.
 pub(crate) const PLAIN: u8 = 0x01;
-/// Envelope tag of an encrypted value.
+/// Envelope tag of an encrypted value whose associated data is the store key and name (legacy, read only).
 pub(crate) const SEALED: u8 = 0x02;
+/// Envelope tag of an encrypted value whose associated data also binds the record's deadline and user.
+pub(crate) const SEALED_V2: u8 = 0x03;
+/// Envelope tag of the record identity MAC.
+pub(crate) const RECORD_MAC: u8 = 0x04;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// The shortest secret accepted, in bytes.
@@ -70,26 +87,57 @@ pub fn generate_secret() -> String {
 struct Subkeys {
     mac: [u8; 32],
     enc: [u8; 32],
+    csrf: [u8; 32],
+    record: [u8; 32],
+}
+
+fn hmac(key: &[u8; 32], domain: &[u8]) -> Hmac<Sha256> {
+    #[allow(clippy::expect_used)]
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(domain);
+    mac
 }
 
 impl Subkeys {
     #[allow(clippy::expect_used)]
     fn derive(secret: &[u8]) -> Self {
         let hk = Hkdf::<Sha256>::new(Some(b"mooring/v1"), secret);
-        let mut mac = [0u8; 32];
-        let mut enc = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's output limit, so expansion cannot fail.
-        hk.expand(b"cookie-mac", &mut mac).expect("32-byte HKDF output");
-        hk.expand(b"value-encryption", &mut enc)
-            .expect("32-byte HKDF output");
-        Self { mac, enc }
+        let expand = |info: &[u8]| {
+            let mut out = [0u8; 32];
+            // 32 bytes is far below HKDF-SHA256's output limit, so expansion cannot fail.
+            hk.expand(info, &mut out).expect("32-byte HKDF output");
+            out
+        };
+        Self {
+            mac: expand(b"cookie-mac"),
+            enc: expand(b"value-encryption"),
+            csrf: expand(b"csrf-token"),
+            record: expand(b"record-identity"),
+        }
     }
 
     fn tag(&self, id: &SessionId) -> Hmac<Sha256> {
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.mac).expect("HMAC takes keys of any length");
-        mac.update(b"mooring/cookie/v1\0");
+        let mut mac = hmac(&self.mac, b"mooring/cookie/v1\0");
         mac.update(id.as_bytes());
+        mac
+    }
+
+    fn pre_tag(&self, id: &SessionId, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = hmac(&self.mac, b"mooring/pre-session/v1\0");
+        mac.update(id.as_bytes());
+        mac.update(body);
+        mac
+    }
+
+    fn csrf(&self, id: &SessionId) -> Hmac<Sha256> {
+        let mut mac = hmac(&self.csrf, b"mooring/csrf/v1\0");
+        mac.update(id.as_bytes());
+        mac
+    }
+
+    fn record(&self, key: &StoreKey, identity: &RecordIdentity<'_>) -> Hmac<Sha256> {
+        let mut mac = hmac(&self.record, b"mooring/record/v1\0");
+        mac.update(&identity.bytes(key));
         mac
     }
 
@@ -124,11 +172,50 @@ pub(crate) enum Verified {
     Previous(SessionId),
 }
 
+/// What a record's identity MAC and its values' associated data bind: everything about a record that decides
+/// who it signs in and for how long.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordIdentity<'a> {
+    pub(crate) created_at: u64,
+    pub(crate) deadline: u64,
+    pub(crate) user: Option<&'a str>,
+}
+
+impl RecordIdentity<'_> {
+    /// An unambiguous encoding: fixed-width numbers, the user length-prefixed (or a 0 byte for none).
+    fn bytes(&self, key: &StoreKey) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(key.as_str().as_bytes());
+        out.push(0);
+        out.extend_from_slice(&self.created_at.to_be_bytes());
+        out.extend_from_slice(&self.deadline.to_be_bytes());
+        match self.user {
+            None => out.push(0),
+            Some(user) => {
+                out.push(1);
+                out.extend_from_slice(&(user.len() as u64).to_be_bytes());
+                out.extend_from_slice(user.as_bytes());
+            }
+        }
+        out
+    }
+}
+
 fn aad(key: &StoreKey, name: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(key.as_str().len() + name.len() + 1);
     aad.extend_from_slice(key.as_str().as_bytes());
     aad.push(0);
     aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+/// Associated data of a [`SEALED_V2`] value: a version label, then the legacy data, then the identity (the
+/// store key appears in both; the label keeps a V2 value from ever opening as a V1 one and back).
+fn aad_v2(key: &StoreKey, name: &str, identity: &RecordIdentity<'_>) -> Vec<u8> {
+    let mut aad = b"mooring/value/v2\0".to_vec();
+    aad.extend_from_slice(&(name.len() as u64).to_be_bytes());
+    aad.extend_from_slice(name.as_bytes());
+    aad.extend_from_slice(&identity.bytes(key));
     aad
 }
 
@@ -170,41 +257,125 @@ impl Keys {
             .then_some(Verified::Previous(id))
     }
 
-    /// Encrypts a value for attribute `name` of the session stored under `key`.
+    /// The signed pre-session cookie value for an id and its body.
+    pub(crate) fn sign_pre(&self, id: &SessionId, body: &[u8]) -> String {
+        let tag = self.current.pre_tag(id, body).finalize().into_bytes();
+        format!(
+            "p.{}.{}.{}",
+            id.encode(),
+            URL_SAFE_NO_PAD.encode(body),
+            URL_SAFE_NO_PAD.encode(&tag[..TAG_LEN])
+        )
+    }
+
+    /// Checks a pre-session cookie value; returns the id, the body and whether a previous key signed it.
+    pub(crate) fn verify_pre(&self, value: &str) -> Option<(SessionId, Vec<u8>, bool)> {
+        let rest = value.strip_prefix("p.")?;
+        let (id_text, rest) = rest.split_once('.')?;
+        let (body_text, tag_text) = rest.split_once('.')?;
+        if tag_text.len() != 22 {
+            return None;
+        }
+        let id = SessionId::decode(id_text)?;
+        let body = URL_SAFE_NO_PAD.decode(body_text).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag_text).ok()?;
+        if self.current.pre_tag(&id, &body).verify_truncated_left(&tag).is_ok() {
+            return Some((id, body, false));
+        }
+        self.previous
+            .iter()
+            .any(|k| k.pre_tag(&id, &body).verify_truncated_left(&tag).is_ok())
+            .then_some((id, body, true))
+    }
+
+    /// The CSRF token of a session id, with the current key.
+    pub(crate) fn csrf_token(&self, id: &SessionId) -> String {
+        URL_SAFE_NO_PAD.encode(self.current.csrf(id).finalize().into_bytes())
+    }
+
+    /// Checks a submitted CSRF token against the id's token under every key (a key rotation must not break
+    /// forms already open), in constant time per key.
+    pub(crate) fn verify_csrf(&self, id: &SessionId, submitted: &str) -> bool {
+        let Ok(bytes) = URL_SAFE_NO_PAD.decode(submitted) else {
+            return false;
+        };
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|k| k.csrf(id).verify_slice(&bytes).is_ok())
+    }
+
+    /// The identity MAC of the record stored under `key`, as stored (tag byte first).
+    pub(crate) fn record_mac(&self, key: &StoreKey, identity: &RecordIdentity<'_>) -> Vec<u8> {
+        let mut out = vec![RECORD_MAC];
+        out.extend_from_slice(&self.current.record(key, identity).finalize().into_bytes());
+        out
+    }
+
+    /// Checks a stored identity MAC (tag byte first) against every key, in constant time per key.
+    pub(crate) fn verify_record(&self, key: &StoreKey, identity: &RecordIdentity<'_>, stored: &[u8]) -> bool {
+        let Some((&RECORD_MAC, tag)) = stored.split_first() else {
+            return false;
+        };
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|k| k.record(key, identity).verify_slice(tag).is_ok())
+    }
+
+    /// Encrypts a value for attribute `name` of the session stored under `key`, binding the record identity.
+    pub(crate) fn seal(&self, key: &StoreKey, name: &str, identity: &RecordIdentity<'_>, plain: &[u8]) -> Vec<u8> {
+        self.seal_with(SEALED_V2, &aad_v2(key, name, identity), plain)
+    }
+
+    /// Encrypts in the legacy format (store key and name only); kept to test that old values still open.
+    #[cfg(test)]
+    pub(crate) fn seal_v1(&self, key: &StoreKey, name: &str, plain: &[u8]) -> Vec<u8> {
+        self.seal_with(SEALED, &aad(key, name), plain)
+    }
+
     #[allow(clippy::expect_used)]
-    pub(crate) fn seal(&self, key: &StoreKey, name: &str, plain: &[u8]) -> Vec<u8> {
+    fn seal_with(&self, tag: u8, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the operating system CSPRNG is unavailable");
-        let aad = aad(key, name);
         let sealed = self
             .current
             .cipher()
             .encrypt(
                 &XNonce::from(nonce),
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
+                Payload { msg: plain, aad },
             )
             .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
-        out.push(SEALED);
+        out.push(tag);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         out
     }
 
-    /// Decrypts a sealed value (without its tag byte) with the current key, then the previous ones.
+    /// Decrypts a legacy sealed value (without its tag byte) with the current key, then the previous ones.
     pub(crate) fn open(&self, key: &StoreKey, name: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.open_with(&aad(key, name), sealed)
+    }
+
+    /// Decrypts a [`SEALED_V2`] value (without its tag byte) of a record with this identity.
+    pub(crate) fn open_v2(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        identity: &RecordIdentity<'_>,
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.open_with(&aad_v2(key, name, identity), sealed)
+    }
+
+    fn open_with(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return None;
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).ok()?;
-        let aad = aad(key, name);
         std::iter::once(&self.current)
             .chain(&self.previous)
-            .find_map(|k| k.cipher().decrypt(&nonce, Payload { msg: body, aad: &aad }).ok())
+            .find_map(|k| k.cipher().decrypt(&nonce, Payload { msg: body, aad }).ok())
     }
 }
 
@@ -255,7 +426,7 @@ mod tests {
             Some(Verified::Previous(id.clone()))
         );
         let sk = id.store_key();
-        let sealed = old.seal(&sk, "cart", b"three apples");
+        let sealed = old.seal_v1(&sk, "cart", b"three apples");
         assert_eq!(
             rotated.open(&sk, "cart", &sealed[1..]).as_deref(),
             Some(&b"three apples"[..])
@@ -266,7 +437,7 @@ mod tests {
     fn sealed_values_are_bound_to_session_and_name() {
         let k = keys(A, &[]);
         let sk = SessionId::generate().store_key();
-        let sealed = k.seal(&sk, "n", b"42");
+        let sealed = k.seal_v1(&sk, "n", b"42");
         assert_eq!(sealed[0], SEALED);
         assert_eq!(k.open(&sk, "n", &sealed[1..]).as_deref(), Some(&b"42"[..]));
         assert_eq!(k.open(&sk, "m", &sealed[1..]), None, "moved to another attribute");
@@ -276,6 +447,53 @@ mod tests {
             "moved to another session"
         );
         assert_eq!(k.open(&sk, "n", &sealed[1..10]), None, "truncated");
+    }
+
+    #[test]
+    fn v2_values_are_bound_to_the_record_identity() {
+        let k = keys(A, &[]);
+        let sk = SessionId::generate().store_key();
+        let who = RecordIdentity {
+            created_at: 1,
+            deadline: 2,
+            user: Some("ada"),
+        };
+        let sealed = k.seal(&sk, "n", &who, b"42");
+        assert_eq!(sealed[0], SEALED_V2);
+        assert_eq!(k.open_v2(&sk, "n", &who, &sealed[1..]).as_deref(), Some(&b"42"[..]));
+        for other in [
+            RecordIdentity { user: Some("eve"), ..who },
+            RecordIdentity { user: None, ..who },
+            RecordIdentity { deadline: 3, ..who },
+        ] {
+            assert_eq!(k.open_v2(&sk, "n", &other, &sealed[1..]), None, "{other:?}");
+        }
+        assert_eq!(k.open(&sk, "n", &sealed[1..]), None, "a V2 value never opens as V1");
+        let mac = k.record_mac(&sk, &who);
+        assert!(k.verify_record(&sk, &who, &mac));
+        assert!(!k.verify_record(&sk, &RecordIdentity { user: Some("eve"), ..who }, &mac));
+        assert!(!k.verify_record(&SessionId::generate().store_key(), &who, &mac));
+        assert!(!k.verify_record(&sk, &who, &mac[..20]));
+    }
+
+    #[test]
+    fn pre_session_cookies_and_csrf_tokens_have_their_own_domains() {
+        let k = keys(A, &[]);
+        let id = SessionId::generate();
+        let pre = k.sign_pre(&id, b"body");
+        assert_eq!(k.verify_pre(&pre), Some((id.clone(), b"body".to_vec(), false)));
+        assert_eq!(k.verify(&pre), None, "a pre-session cookie is not a stored-session cookie");
+        let stored = k.sign(&id);
+        assert_eq!(k.verify_pre(&format!("p.{stored}")), None);
+        // The body is authenticated.
+        let forged = pre.replace(&URL_SAFE_NO_PAD.encode(b"body"), &URL_SAFE_NO_PAD.encode(b"bodz"));
+        assert_eq!(k.verify_pre(&forged), None);
+        let token = k.csrf_token(&id);
+        assert!(k.verify_csrf(&id, &token));
+        assert!(!k.verify_csrf(&SessionId::generate(), &token));
+        assert!(!k.verify_csrf(&id, ""));
+        assert!(!k.verify_csrf(&id, &token[..20]));
+        assert!(keys(B, &[A]).verify_csrf(&id, &token), "a rotated key keeps open forms valid");
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub mod session;
 pub mod stats;
 pub mod store;
 
-pub use config::{SameSite, SessionConfig};
+pub use config::{CookieRuleError, SameSite, SessionConfig};
 pub use error::{Error, Result};
 pub use id::{SessionId, StoreKey};
 pub use keys::Keys;

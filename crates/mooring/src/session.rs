@@ -14,13 +14,28 @@
 //!
 //! Values are MessagePack inside a one-byte envelope (plain, or sealed with XChaCha20-Poly1305 when
 //! encryption is on). A value that cannot be opened or decoded reads as absent and is counted.
+//!
+//! # Pre-sessions: what creates a record
+//!
+//! A session without a record is a *pre-session*. Its CSRF token is derived from its id
+//! ([`Keys`](crate::Keys)), and its flash messages travel in its cookie (`p.<id>.<body>.<tag>`, MAC'd, at most
+//! [`MAX_PRE_FLASH_BYTES`] of messages, Max-Age the idle timeout). A request with a pre-session cookie
+//! costs no store call: the engine knows no record exists. Only a write that must persist, [`Session::set_user`]
+//! or [`Session::insert`] of an app attribute, creates a record, under the same id (so the token stays valid),
+//! and pending flash messages move into it.
+//!
+//! # Encrypted records
+//!
+//! With encryption on, a record carries [`AUTH`], a MAC over its store key, creation time, deadline and user,
+//! checked on every load; values are sealed with the deadline and user in their associated data. A record
+//! whose MAC is missing or wrong, or with a value that does not open, is refused (treated as absent, counted
+//! in `records_refused`) unless [`SessionConfig::with_plaintext_migration`] allows legacy records, which are
+//! then upgraded on load.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
@@ -29,13 +44,21 @@ use tokio::sync::Mutex;
 use crate::config::SessionConfig;
 use crate::error::{Error, Result};
 use crate::id::{SessionId, StoreKey};
-use crate::keys::{Keys, PLAIN, SEALED};
+use crate::keys::{Keys, PLAIN, RecordIdentity, SEALED, SEALED_V2};
 use crate::record::{Applied, Delta, Policy, Record, now_ms};
 use crate::stats::{SessionStats, StoreOp, bump};
 use crate::store::SessionStore;
 
-/// Attribute holding the CSRF token.
+/// Attribute that held the CSRF token before tokens were derived. Still accepted by [`Session::verify_csrf`]
+/// for sessions that have one (forms open during an upgrade keep working); never written again.
 const CSRF: &str = "_csrf";
+/// Reserved attribute holding the record identity MAC when encryption is on.
+pub const AUTH: &str = "_mooring.auth";
+/// The most bytes of flash messages (MessagePack) a pre-session cookie carries; beyond it the oldest
+/// messages are dropped (and a single longer message is cut), counted in `flashes_dropped`.
+pub const MAX_PRE_FLASH_BYTES: usize = 1024;
+/// Bytes the identity MAC adds to an encrypted record (name, tag byte, HMAC-SHA256, lengths).
+const AUTH_OVERHEAD: usize = AUTH.len() + 1 + 32 + 2;
 /// Attribute holding flash messages for the next request.
 const FLASH: &str = "_flash";
 /// Bytes an encrypted value adds to a plain one (nonce + tag).
@@ -137,15 +160,76 @@ pub(crate) enum CookieOut {
     Keep,
     /// Send a cookie for this id.
     Set(SessionId),
+    /// Send a pre-session cookie for this id with this (MessagePack) body.
+    Pre(SessionId, Vec<u8>),
     /// Tell the client to delete its cookie.
     Clear,
 }
 
+/// A verified session cookie, as the layer found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CookieIn {
+    /// A stored session's cookie, and whether a previous key signed it.
+    Stored(SessionId, bool),
+    /// A pre-session's cookie: no record exists for this id.
+    Pre {
+        id: SessionId,
+        /// When the cookie stops being accepted (unix ms), MAC'd with the rest.
+        expires_at: u64,
+        flashes: Vec<String>,
+        /// Signed with a previous key.
+        resign: bool,
+    },
+}
+
+/// The body of a pre-session cookie: its expiry and pending flash messages.
+pub(crate) fn pre_body(expires_at: u64, flashes: &[String]) -> Vec<u8> {
+    rmp_serde::to_vec(&(expires_at, flashes)).unwrap_or_default()
+}
+
+/// Reads a pre-session cookie body; `None` if it does not decode (it was MAC'd, so only a bug gets here).
+pub(crate) fn read_pre_body(body: &[u8]) -> Option<(u64, Vec<String>)> {
+    rmp_serde::from_slice(body).ok()
+}
+
+/// Keeps pending flash messages within [`MAX_PRE_FLASH_BYTES`]: drops the oldest, then cuts a single
+/// message that alone is too long. Returns how many were dropped or cut.
+fn bound_flashes(flashes: &mut Vec<String>) -> u64 {
+    let size = |f: &Vec<String>| rmp_serde::to_vec(f).map_or(usize::MAX, |v| v.len());
+    let mut dropped = 0;
+    while flashes.len() > 1 && size(flashes) > MAX_PRE_FLASH_BYTES {
+        flashes.remove(0);
+        dropped += 1;
+    }
+    if let Some(only) = flashes.first_mut()
+        && size(&vec![only.clone()]) > MAX_PRE_FLASH_BYTES
+    {
+        // A string header is at most 5 bytes and the array header 1: this many bytes of text always fit.
+        let mut cut = MAX_PRE_FLASH_BYTES - 8;
+        while !only.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        only.truncate(cut);
+        dropped += 1;
+    }
+    dropped
+}
+
 #[derive(Default)]
 struct State {
-    /// The id from a verified cookie, and whether it was signed with a previous key.
-    cookie: Option<(SessionId, bool)>,
+    /// The verified cookie the request carried.
+    cookie: Option<CookieIn>,
     loaded: bool,
+    /// The handler used the session (any call): the response must not be cached.
+    used: bool,
+    /// Flash messages of a session without a record (they travel in the pre-session cookie).
+    pre_flashes: Vec<String>,
+    /// `pre_flashes` differ from what the client's cookie holds.
+    pre_changed: bool,
+    /// A CSRF token was handed out: a session without a record must give the client a cookie for its id.
+    token_issued: bool,
+    /// A legacy record accepted under the plaintext migration: write its identity MAC on save.
+    needs_auth: bool,
     /// The id in effect after loading: the cookie's, or a fresh one not yet stored.
     id: Option<SessionId>,
     /// The stored version, when the session exists in the store.
@@ -166,8 +250,18 @@ struct State {
 }
 
 impl State {
+    /// Whether the session holds anything that must persist: a user or an app attribute. A CSRF token and
+    /// flash messages alone never do.
     fn has_data(&self) -> bool {
         !self.attrs.is_empty() || self.user.is_some()
+    }
+
+    fn identity(&self) -> RecordIdentity<'_> {
+        RecordIdentity {
+            created_at: self.created_at,
+            deadline: self.deadline,
+            user: self.user.as_deref(),
+        }
     }
 
     /// The record this state would store, with `attrs` as its (encoded) attributes.
@@ -181,13 +275,14 @@ impl State {
     }
 
     fn dirty(&self) -> bool {
-        !self.set.is_empty() || !self.remove.is_empty() || self.user_changed
+        !self.set.is_empty() || !self.remove.is_empty() || self.user_changed || self.needs_auth
     }
 
     fn clear_pending(&mut self) {
         self.set.clear();
         self.remove.clear();
         self.user_changed = false;
+        self.needs_auth = false;
     }
 
     fn start_fresh(&mut self, absolute: Duration) {
@@ -199,7 +294,16 @@ impl State {
         self.user = None;
         self.attrs.clear();
         self.clear_pending();
+        self.pre_flashes.clear();
+        self.pre_changed = false;
+        self.token_issued = false;
     }
+}
+
+/// Why a loaded record was refused.
+enum Refusal {
+    /// Encryption is on and the record is not authentic (or is legacy, without the migration setting).
+    Unauthenticated(&'static str),
 }
 
 /// One request's view of its session. Clone it freely: clones share the same state.
@@ -237,7 +341,7 @@ impl SessionInfo {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, cookie: Option<(SessionId, bool)>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, cookie: Option<CookieIn>) -> Self {
         Self {
             shared,
             state: Arc::new(Mutex::new(State {
@@ -247,18 +351,30 @@ impl Session {
         }
     }
 
-    /// Opens a stored value: strips the envelope, decrypting if sealed. `None` if it cannot be opened.
-    fn open_value(&self, key: &StoreKey, name: &str, stored: &[u8]) -> Option<Vec<u8>> {
+    /// Opens a stored value: strips the envelope, decrypting if sealed. `None` if it cannot be opened. The
+    /// flag is true for a legacy envelope (plain or first-format sealed).
+    fn open_value(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        identity: &RecordIdentity<'_>,
+        stored: &[u8],
+    ) -> Option<(Vec<u8>, bool)> {
         match stored.split_first() {
-            Some((&PLAIN, rest)) => Some(rest.to_vec()),
-            Some((&SEALED, rest)) => self.shared.keys.open(key, name, rest),
+            Some((&PLAIN, rest)) => Some((rest.to_vec(), true)),
+            Some((&SEALED, rest)) => self.shared.keys.open(key, name, rest).map(|v| (v, true)),
+            Some((&SEALED_V2, rest)) => self
+                .shared
+                .keys
+                .open_v2(key, name, identity, rest)
+                .map(|v| (v, false)),
             _ => None,
         }
     }
 
-    fn seal_value(&self, key: &StoreKey, name: &str, plain: &[u8]) -> Vec<u8> {
+    fn seal_value(&self, key: &StoreKey, name: &str, identity: &RecordIdentity<'_>, plain: &[u8]) -> Vec<u8> {
         if self.shared.config.encrypt {
-            self.shared.keys.seal(key, name, plain)
+            self.shared.keys.seal(key, name, identity, plain)
         } else {
             let mut out = Vec::with_capacity(plain.len() + 1);
             out.push(PLAIN);
@@ -267,42 +383,111 @@ impl Session {
         }
     }
 
-    fn open_all(&self, key: &StoreKey, attrs: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
-        attrs
-            .into_iter()
-            .filter_map(|(name, stored)| match self.open_value(key, &name, &stored) {
-                Some(plain) => Some((name, plain)),
+    /// Opens every value of a loaded record. With encryption on, first checks the identity MAC, and refuses
+    /// the record if it is not authentic or holds a value that does not open under its identity. Returns the
+    /// plain values and whether the record is legacy (accepted under the migration setting: rewrite it).
+    fn open_record(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+    ) -> std::result::Result<(BTreeMap<String, Vec<u8>>, bool), Refusal> {
+        let identity = RecordIdentity {
+            created_at: record.created_at,
+            deadline: record.deadline,
+            user: record.user.as_deref(),
+        };
+        let config = &self.shared.config;
+        let mut legacy = false;
+        if config.encrypt {
+            match record.attrs.get(AUTH) {
+                Some(mac) if self.shared.keys.verify_record(key, &identity, mac) => {}
+                Some(_) => return Err(Refusal::Unauthenticated("identity MAC does not match")),
+                None if config.plaintext_migration => legacy = true,
+                None => return Err(Refusal::Unauthenticated("no identity MAC")),
+            }
+        }
+        let mut attrs = BTreeMap::new();
+        for (name, stored) in &record.attrs {
+            if name == AUTH {
+                continue;
+            }
+            match self.open_value(key, name, &identity, stored) {
+                Some((_, true)) if config.encrypt && !config.plaintext_migration => {
+                    return Err(Refusal::Unauthenticated("a value is not sealed with its identity"));
+                }
+                Some((plain, old)) => {
+                    legacy |= old && config.encrypt;
+                    attrs.insert(name.clone(), plain);
+                }
+                None if config.encrypt => {
+                    return Err(Refusal::Unauthenticated("a value does not open under its identity"));
+                }
                 None => {
                     bump(&self.shared.stats.values_undecodable);
                     tracing::warn!(session = %key.fingerprint(), attribute = %name, "unreadable session value dropped");
-                    None
                 }
-            })
-            .collect()
+            }
+        }
+        Ok((attrs, legacy))
     }
 
     async fn ensure_loaded(&self, st: &mut State) -> Result<()> {
+        st.used = true;
         if st.loaded {
             return Ok(());
         }
         let shared = &self.shared;
-        if let Some((id, _)) = st.cookie.clone() {
+        match st.cookie.clone() {
+            Some(CookieIn::Pre { id, flashes, .. }) => {
+                // A pre-session has no record by construction: nothing to load.
+                st.start_fresh(shared.config.absolute);
+                st.id = Some(id);
+                st.pre_flashes = flashes;
+                st.loaded = true;
+                return Ok(());
+            }
+            Some(CookieIn::Stored(id, _)) => self.load_stored(st, id).await?,
+            None => {}
+        }
+        if !st.loaded {
+            st.start_fresh(shared.config.absolute);
+            st.loaded = true;
+        }
+        Ok(())
+    }
+
+    /// Loads the record of a stored-session cookie; leaves `st` unloaded if there is none (or it is refused).
+    async fn load_stored(&self, st: &mut State, id: SessionId) -> Result<()> {
+        let shared = &self.shared;
+        {
             let key = id.store_key();
             match shared
                 .timed(StoreOp::Load, shared.store.load(&key, &shared.policy()))
                 .await
             {
-                Ok(Some(loaded)) if loaded.record.deadline > now_ms() => {
-                    bump(&shared.stats.loads_hit);
-                    st.attrs = self.open_all(&key, loaded.record.attrs);
-                    st.id = Some(id);
-                    st.version = Some(loaded.version);
-                    st.created_at = loaded.record.created_at;
-                    st.deadline = loaded.record.deadline;
-                    st.user = loaded.record.user;
-                    st.loaded = true;
-                    return Ok(());
-                }
+                Ok(Some(loaded)) if loaded.record.deadline > now_ms() => match self.open_record(&key, &loaded.record) {
+                    Ok((attrs, legacy)) => {
+                        bump(&shared.stats.loads_hit);
+                        st.attrs = attrs;
+                        st.id = Some(id);
+                        st.version = Some(loaded.version);
+                        st.created_at = loaded.record.created_at;
+                        st.deadline = loaded.record.deadline;
+                        st.user = loaded.record.user;
+                        st.loaded = true;
+                        if legacy {
+                            // Accepted under the migration setting: reseal every value and add the MAC.
+                            st.needs_auth = true;
+                            st.set = st.attrs.keys().cloned().collect();
+                        }
+                        return Ok(());
+                    }
+                    Err(Refusal::Unauthenticated(why)) => {
+                        bump(&shared.stats.records_refused);
+                        tracing::warn!(session = %key.fingerprint(), reason = why, "unauthenticated session record refused");
+                        st.corrupt = Some(key);
+                    }
+                },
                 Ok(Some(_)) => bump(&shared.stats.loads_expired),
                 Ok(None) => bump(&shared.stats.loads_miss),
                 Err(Error::Corrupt(detail)) => {
@@ -313,17 +498,13 @@ impl Session {
                 Err(err) => return Err(err),
             }
         }
-        st.start_fresh(shared.config.absolute);
-        st.loaded = true;
         Ok(())
     }
 
     fn projected_len(&self, st: &State, name: &str, len: usize) -> usize {
-        let overhead = 1 + if self.shared.config.encrypt {
-            SEAL_OVERHEAD
-        } else {
-            0
-        };
+        let encrypt = self.shared.config.encrypt;
+        let overhead = 1 + if encrypt { SEAL_OVERHEAD } else { 0 };
+        let auth = if encrypt { AUTH_OVERHEAD } else { 0 };
         let record = st.record(
             st.attrs
                 .iter()
@@ -331,7 +512,7 @@ impl Session {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         );
-        record.encoded_len() + st.attrs.len().saturating_sub(1) * overhead + name.len() + len + overhead + 8
+        record.encoded_len() + st.attrs.len().saturating_sub(1) * overhead + name.len() + len + overhead + 8 + auth
     }
 
     fn put(&self, st: &mut State, name: &str, plain: Vec<u8>) -> Result<()> {
@@ -373,6 +554,9 @@ impl Session {
     /// Sets an attribute. Fails with [`Error::TooLarge`] (and changes nothing) if the record would exceed the
     /// size limit.
     pub async fn insert<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        if name == AUTH {
+            return Err(Error::Encode(format!("'{AUTH}' is reserved for the engine")));
+        }
         let plain = rmp_serde::to_vec(value).map_err(|e| Error::Encode(e.to_string()))?;
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
@@ -390,6 +574,15 @@ impl Session {
     pub async fn flash(&self, message: impl Into<String>) -> Result<()> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
+        if st.version.is_none() {
+            // No record (yet): the message travels in the pre-session cookie, or moves into the record if
+            // this request creates one.
+            st.pre_flashes.push(message.into());
+            let dropped = bound_flashes(&mut st.pre_flashes);
+            self.shared.stats.flashes_dropped.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+            st.pre_changed = true;
+            return Ok(());
+        }
         let mut messages: Vec<String> = st
             .attrs
             .get(FLASH)
@@ -404,44 +597,46 @@ impl Session {
     pub async fn take_flashes(&self) -> Result<Vec<String>> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        Ok(Self::take(&mut st, FLASH)
+        let mut messages: Vec<String> = Self::take(&mut st, FLASH)
             .and_then(|b| rmp_serde::from_slice(&b).ok())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        if !st.pre_flashes.is_empty() {
+            messages.append(&mut st.pre_flashes);
+            st.pre_changed = true;
+        }
+        Ok(messages)
     }
 
-    /// The session's CSRF token, created on first use. Embed it in forms; check it with
-    /// [`Session::verify_csrf`].
+    /// The session's CSRF token: an HMAC of the session id, so it costs no storage and stays the same when a
+    /// pre-session gets a record. Embed it in forms; check it with [`Session::verify_csrf`].
     pub async fn csrf_token(&self) -> Result<String> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        if let Some(token) = st
-            .attrs
-            .get(CSRF)
-            .and_then(|b| rmp_serde::from_slice::<String>(b).ok())
-        {
-            return Ok(token);
-        }
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| Error::Encode(format!("no randomness for a CSRF token: {e}")))?;
-        let token = URL_SAFE_NO_PAD.encode(bytes);
-        let plain = rmp_serde::to_vec(&token).map_err(|e| Error::Encode(e.to_string()))?;
-        self.put(&mut st, CSRF, plain)?;
-        Ok(token)
+        let Some(id) = st.id.clone() else {
+            return Err(Error::Encode("a loaded session has an id".into()));
+        };
+        st.token_issued = true;
+        Ok(self.shared.keys.csrf_token(&id))
     }
 
-    /// Checks a submitted CSRF token in constant time. False when the session has no token.
+    /// Checks a submitted CSRF token in constant time: the token derived from the session id (under the
+    /// current or a previous key), or the token a session created before derived tokens stored.
     pub async fn verify_csrf(&self, submitted: &str) -> Result<bool> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
-        let Some(token) = st
+        if submitted.is_empty() {
+            return Ok(false);
+        }
+        if let Some(id) = &st.id
+            && self.shared.keys.verify_csrf(id, submitted)
+        {
+            return Ok(true);
+        }
+        Ok(st
             .attrs
             .get(CSRF)
             .and_then(|b| rmp_serde::from_slice::<String>(b).ok())
-        else {
-            return Ok(false);
-        };
-        Ok(!submitted.is_empty() && bool::from(token.as_bytes().ct_eq(submitted.as_bytes())))
+            .is_some_and(|token| bool::from(token.as_bytes().ct_eq(submitted.as_bytes()))))
     }
 
     /// The user this session is signed in as.
@@ -473,6 +668,8 @@ impl Session {
         }
         st.id = Some(SessionId::generate());
         st.attrs.remove(CSRF);
+        // Pending pre-session flashes travel with the new id.
+        st.pre_changed |= !st.pre_flashes.is_empty();
         Ok(())
     }
 
@@ -480,9 +677,10 @@ impl Session {
     /// new, empty session, so a flash message set afterwards starts a fresh one.
     pub async fn invalidate(&self) {
         let mut st = self.state.lock().await;
+        st.used = true;
         let stored = match (&st.version, &st.id, &st.cookie) {
             (Some(_), Some(id), _) => Some(id.store_key()),
-            (_, _, Some((id, _))) if !st.loaded => Some(id.store_key()),
+            (_, _, Some(CookieIn::Stored(id, _))) if !st.loaded => Some(id.store_key()),
             _ => None,
         };
         if let Some(key) = stored {
@@ -519,9 +717,10 @@ impl Session {
             .await?;
         let idle = self.shared.config.idle.as_millis() as u64;
         let now = now_ms();
+        // A record that is not authentic is left out, as a load would refuse it.
         Ok(listed
             .into_iter()
-            .map(|(key, loaded)| SessionInfo {
+            .filter_map(|(key, loaded)| Some(SessionInfo {
                 fingerprint: key.fingerprint(),
                 current: Some(&key) == current.as_ref(),
                 created_at: loaded.record.created_at,
@@ -529,8 +728,11 @@ impl Session {
                     .expires_at
                     .saturating_sub(idle)
                     .clamp(loaded.record.created_at, now),
-                attrs: self.open_all(&key, loaded.record.attrs),
-            })
+                attrs: match self.open_record(&key, &loaded.record) {
+                    Ok((attrs, _)) => attrs,
+                    Err(_) => return None,
+                },
+            }))
             .collect())
     }
 
@@ -569,21 +771,40 @@ impl Session {
         let cookie_out = st.cookie_out.take();
         *st = State::default();
         st.cookie = match keep {
-            (_, Some(id), Some(_)) => Some((id, false)),
+            (_, Some(id), Some(_)) => Some(CookieIn::Stored(id, false)),
             (cookie, _, _) => cookie,
         };
         st.cookie_out = cookie_out;
+        st.used = true;
     }
 
-    /// Saves after the handler, returning what to do with the cookie.
-    pub(crate) async fn finish(&self) -> Result<CookieOut> {
+    /// Saves after the handler, returning what to do with the cookie and whether the session was used.
+    pub(crate) async fn finish(&self) -> Result<(CookieOut, bool)> {
         let mut st = self.state.lock().await;
         self.flush(&mut st, false).await?;
-        if let (Some((_, true)), Some(id), Some(_), None) = (&st.cookie, &st.id, st.version, &st.cookie_out) {
+        if let (Some(CookieIn::Stored(_, true)), Some(id), Some(_), None) =
+            (&st.cookie, &st.id, st.version, &st.cookie_out)
+        {
             // Signed with a previous key: re-sign with the current one.
             st.cookie_out = Some(CookieOut::Set(id.clone()));
         }
-        Ok(st.cookie_out.take().unwrap_or(CookieOut::Keep))
+        if st.loaded
+            && st.version.is_none()
+            && let Some(id) = st.id.clone()
+        {
+            let now = now_ms();
+            let idle = self.shared.config.idle.as_millis() as u64;
+            // The client already holds a current, fresh-enough cookie for this pre-session.
+            let holds = matches!(&st.cookie, Some(CookieIn::Pre { id: held, expires_at, resign: false, .. })
+                if *held == id && expires_at.saturating_sub(now) > idle / 2);
+            if st.pre_changed || (st.token_issued && !holds) {
+                bump(&self.shared.stats.pre_sessions_issued);
+                let body = pre_body(now.saturating_add(idle), &st.pre_flashes);
+                st.cookie_out = Some(CookieOut::Pre(id, body));
+            }
+        }
+        let used = st.used;
+        Ok((st.cookie_out.take().unwrap_or(CookieOut::Keep), used))
     }
 
     async fn flush(&self, st: &mut State, compare_and_set: bool) -> Result<()> {
@@ -602,12 +823,27 @@ impl Session {
         let key = id.store_key();
         match st.version {
             None if st.has_data() => {
-                let record = st.record(
-                    st.attrs
-                        .iter()
-                        .map(|(n, v)| (n.clone(), self.seal_value(&key, n, v)))
-                        .collect(),
-                );
+                if !st.pre_flashes.is_empty() {
+                    // The pre-session's pending messages move into the record it becomes.
+                    let mut messages: Vec<String> = st
+                        .attrs
+                        .get(FLASH)
+                        .and_then(|b| rmp_serde::from_slice(b).ok())
+                        .unwrap_or_default();
+                    messages.append(&mut st.pre_flashes);
+                    let plain = rmp_serde::to_vec(&messages).map_err(|e| Error::Encode(e.to_string()))?;
+                    self.put(st, FLASH, plain)?;
+                }
+                let identity = st.identity();
+                let mut attrs: BTreeMap<String, Vec<u8>> = st
+                    .attrs
+                    .iter()
+                    .map(|(n, v)| (n.clone(), self.seal_value(&key, n, &identity, v)))
+                    .collect();
+                if shared.config.encrypt {
+                    attrs.insert(AUTH.to_owned(), shared.keys.record_mac(&key, &identity));
+                }
+                let record = st.record(attrs);
                 shared
                     .timed(
                         StoreOp::Create,
@@ -617,6 +853,7 @@ impl Session {
                 bump(&shared.stats.created);
                 st.version = Some(1);
                 st.clear_pending();
+                st.pre_changed = false;
                 st.cookie_out = Some(CookieOut::Set(id));
                 if let Some(old) = st.doomed.take()
                     && let Err(err) = shared.timed(StoreOp::Delete, shared.store.delete(&old)).await
@@ -633,12 +870,24 @@ impl Session {
                 st.clear_pending();
             }
             Some(version) if st.dirty() => {
+                let identity = st.identity();
+                let encrypt = shared.config.encrypt;
+                // The user is part of every sealed value's associated data: a new user reseals them all (a
+                // full rewrite, but only on sign-in or sign-out, which regenerate anyway in most apps).
+                let names: Vec<&String> = if encrypt && st.user_changed {
+                    st.attrs.keys().collect()
+                } else {
+                    st.set.iter().collect()
+                };
+                let mut set: BTreeMap<String, Vec<u8>> = names
+                    .into_iter()
+                    .filter_map(|n| Some((n.clone(), self.seal_value(&key, n, &identity, st.attrs.get(n)?))))
+                    .collect();
+                if encrypt && (st.user_changed || st.needs_auth) {
+                    set.insert(AUTH.to_owned(), shared.keys.record_mac(&key, &identity));
+                }
                 let delta = Delta {
-                    set: st
-                        .set
-                        .iter()
-                        .filter_map(|n| Some((n.clone(), self.seal_value(&key, n, st.attrs.get(n)?))))
-                        .collect(),
+                    set,
                     remove: st.remove.clone(),
                     user: st.user_changed.then(|| st.user.clone()),
                     expected_version: compare_and_set.then_some(version),

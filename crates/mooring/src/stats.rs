@@ -136,8 +136,19 @@ pub struct SessionStats {
     pub loads_corrupt: AtomicU64,
     /// Attribute values that could not be opened or decoded and were read as absent.
     pub values_undecodable: AtomicU64,
-    /// Cookies refused because their MAC did not verify.
+    /// Cookies refused because their MAC did not verify (or their value was not text).
     pub cookies_rejected: AtomicU64,
+    /// Requests that carried more than one distinct valid cookie under the session's name (a sibling
+    /// subdomain planting its own: "cookie tossing"). Such a request is answered as having no session.
+    pub cookies_duplicate: AtomicU64,
+    /// Records refused because encryption is on and their identity MAC is missing or wrong, or a value is
+    /// plain or sealed for another identity (an edited record). Treated as absent.
+    pub records_refused: AtomicU64,
+    /// Pre-session cookies issued (sessions with a CSRF token or flash messages but no record).
+    pub pre_sessions_issued: AtomicU64,
+    /// Flash messages dropped (oldest first) or cut because a pre-session cookie holds at most
+    /// [`MAX_PRE_FLASH_BYTES`](crate::session::MAX_PRE_FLASH_BYTES) of them.
+    pub flashes_dropped: AtomicU64,
     /// Store calls that failed (all operations).
     pub store_errors: AtomicU64,
     /// Store calls that timed out (all operations).
