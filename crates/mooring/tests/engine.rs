@@ -165,6 +165,26 @@ fn fixture_with(keys: Keys, config: SessionConfig) -> Fixture {
             }),
         )
         .route("/flashes", get(|s: Session| async move { Ok::<_, Error>(s.take_flashes().await?.join(",")) }))
+        .route(
+            // What a page with a form does: a token to embed, and the messages to show.
+            "/form",
+            get(|s: Session| async move {
+                let token = s.csrf_token().await?;
+                let flashes = s.take_flashes().await?.join(",");
+                Ok::<_, Error>(format!("{token}|{flashes}"))
+            }),
+        )
+        .route(
+            // A form that fails (a wrong password): checks the token, then says so in a flash message.
+            "/submit",
+            axum::routing::post(|s: Session, token: String| async move {
+                if !s.verify_csrf(&token).await? {
+                    return Ok::<_, Error>((StatusCode::FORBIDDEN, "bad token"));
+                }
+                s.flash("wrong password").await?;
+                Ok((StatusCode::SEE_OTHER, "again"))
+            }),
+        )
         .with_state(pause.clone())
         .layer(manager.layer());
     Fixture {
@@ -180,6 +200,17 @@ fn fixture() -> Fixture {
         Keys::new(SECRET, &[]).expect("keys"),
         SessionConfig::default().with_cookie_name("sid"),
     )
+}
+
+async fn post(app: &Router, uri: &str, cookie: Option<&str>, body: &str) -> Response<Body> {
+    let mut req = Request::post(uri);
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    app.clone()
+        .oneshot(req.body(Body::from(body.to_owned())).expect("request"))
+        .await
+        .expect("infallible")
 }
 
 async fn send(app: &Router, uri: &str, cookie: Option<&str>) -> Response<Body> {
@@ -589,4 +620,352 @@ async fn concurrent_requests_keep_every_attribute_and_every_hit() {
         "102",
         "1 + 100 + 1 hits, none lost"
     );
+}
+
+fn no_store(res: &Response<Body>) -> bool {
+    res.headers().get(header::CACHE_CONTROL).map(|v| v.as_bytes()) == Some(&b"no-store"[..])
+}
+
+/// Splits a `/form` body into its token and its flash messages.
+async fn form(res: Response<Body>) -> (String, String) {
+    let text = body(res).await;
+    let (token, flashes) = text.split_once('|').expect("token|flashes");
+    (token.to_owned(), flashes.to_owned())
+}
+
+#[tokio::test]
+async fn an_anonymous_visitor_with_a_form_and_a_flash_costs_no_store_call() {
+    let f = fixture();
+    // A cookieless read sets no cookie, but the response was made from a session: not cacheable.
+    let res = send(&f.app, "/read", None).await;
+    assert_eq!(set_cookie(&res), None);
+    assert!(no_store(&res));
+    // A route that never touches the session keeps its cacheability.
+    assert!(!no_store(&send(&f.app, "/plain", None).await));
+
+    let res = send(&f.app, "/form", None).await;
+    assert!(no_store(&res));
+    let cookie = set_cookie(&res).expect("a page with a form gives a pre-session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("Max-Age=7200"));
+    let cookie = pair(&cookie);
+    assert!(cookie.starts_with("sid=p."), "{cookie}");
+    let (token, _) = form(res).await;
+
+    // The same page again with that cookie: the same token, and no new cookie.
+    let res = send(&f.app, "/form", Some(&cookie)).await;
+    assert_eq!(set_cookie(&res), None, "a fresh pre-session cookie is not re-sent");
+    assert_eq!(form(res).await.0, token);
+
+    // A failing form: the token is accepted, the flash message rides in the cookie.
+    let res = post(&f.app, "/submit", Some(&cookie), &token).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let cookie = pair(&set_cookie(&res).expect("the flash message travels in the cookie"));
+    let res = send(&f.app, "/form", Some(&cookie)).await;
+    let cookie = pair(&set_cookie(&res).expect("read messages are removed from the cookie"));
+    let (again, flashes) = form(res).await;
+    assert_eq!((again.as_str(), flashes.as_str()), (token.as_str(), "wrong password"));
+    assert_eq!(form(send(&f.app, "/form", Some(&cookie)).await).await.1, "", "read once");
+
+    // Forged tokens and cookie-less posts fail.
+    for (cookie, token) in [(Some(cookie.as_str()), "x"), (Some(cookie.as_str()), ""), (None, token.as_str())] {
+        assert_eq!(post(&f.app, "/submit", cookie, token).await.status(), StatusCode::FORBIDDEN);
+    }
+    let other = pair(&set_cookie(&send(&f.app, "/form", None).await).expect("cookie"));
+    assert_eq!(
+        post(&f.app, "/submit", Some(&other), &token).await.status(),
+        StatusCode::FORBIDDEN,
+        "a token belongs to one session"
+    );
+
+    assert_eq!(f.store.calls.load(Ordering::SeqCst), 0, "not one store call");
+    assert!(f.store.inner.keys().is_empty(), "not one record");
+    let stats = f.manager.stats();
+    assert_eq!(stats.op(mooring::StoreOp::Load).duration.snapshot().count, 0);
+    assert_eq!(stats.created.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_flash_after_sign_out_rides_in_a_cookie_not_a_record() {
+    let f = fixture();
+    let cookie = pair(&set_cookie(&send(&f.app, "/incr", None).await).expect("cookie"));
+    assert_eq!(f.store.inner.keys().len(), 1);
+    let res = send(&f.app, "/logout", Some(&cookie)).await;
+    let fresh = pair(&set_cookie(&res).expect("a pre-session cookie carries the flash"));
+    assert!(fresh.starts_with("sid=p."), "{fresh}");
+    assert!(f.store.inner.keys().is_empty(), "the record is deleted and none is created");
+    let before = f.store.calls.load(Ordering::SeqCst);
+    assert_eq!(body(send(&f.app, "/flashes", Some(&fresh)).await).await, "signed out");
+    assert_eq!(f.store.calls.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn a_pre_session_promoted_to_a_record_keeps_its_token_and_its_flashes() {
+    let f = fixture();
+    let res = send(&f.app, "/form", None).await;
+    let pre = pair(&set_cookie(&res).expect("cookie"));
+    let (token, _) = form(res).await;
+    let pre = pair(&set_cookie(&post(&f.app, "/submit", Some(&pre), &token).await).expect("flash"));
+    // An app attribute must persist: the record is created under the same id.
+    let res = send(&f.app, "/set/cart/apples", Some(&pre)).await;
+    let stored = pair(&set_cookie(&res).expect("a stored-session cookie"));
+    assert!(!stored.starts_with("sid=p."), "{stored}");
+    assert_eq!(
+        stored.trim_start_matches("sid=").split('.').next(),
+        pre.trim_start_matches("sid=p.").split('.').next(),
+        "same id"
+    );
+    assert_eq!(f.store.inner.keys().len(), 1);
+    let res = send(&f.app, "/form", Some(&stored)).await;
+    assert_eq!(set_cookie(&res), None);
+    assert_eq!(form(res).await, (token.clone(), "wrong password".to_owned()), "token kept, flash moved");
+    assert_eq!(post(&f.app, "/submit", Some(&stored), &token).await.status(), StatusCode::SEE_OTHER);
+    // Sign-in changes the id, and so the token.
+    let signed_in = pair(&set_cookie(&send(&f.app, "/login", Some(&stored)).await).expect("rotation"));
+    assert_eq!(post(&f.app, "/submit", Some(&signed_in), &token).await.status(), StatusCode::FORBIDDEN);
+    let (new_token, _) = form(send(&f.app, "/form", Some(&signed_in)).await).await;
+    assert_ne!(new_token, token);
+    assert_eq!(post(&f.app, "/submit", Some(&signed_in), &new_token).await.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn flash_messages_without_a_record_are_bounded() {
+    let f = fixture();
+    let mut cookie = pair(&set_cookie(&send(&f.app, "/flash", None).await).expect("cookie"));
+    let app = Router::new()
+        .route(
+            "/big",
+            get(|s: Session| async move {
+                for i in 0..40 {
+                    s.flash(format!("{i:02} {}", "x".repeat(60))).await?;
+                }
+                s.flash("é".repeat(2000)).await?;
+                s.flash("last").await?;
+                Ok::<_, Error>("ok")
+            }),
+        )
+        .layer(f.manager.layer());
+    let res = send(&app, "/big", Some(&cookie)).await;
+    let header = set_cookie(&res).expect("cookie");
+    assert!(header.len() < 2048, "{} bytes", header.len());
+    cookie = pair(&header);
+    let shown = body(send(&f.app, "/flashes", Some(&cookie)).await).await;
+    assert!(shown.ends_with("last"), "the newest message is kept: {shown}");
+    assert!(!shown.contains("hello"), "the oldest went first");
+    assert!(f.manager.stats().flashes_dropped.load(Ordering::Relaxed) > 30);
+}
+
+#[tokio::test]
+async fn several_session_cookies_in_one_request_mean_no_session() {
+    let f = fixture();
+    let mine = pair(&set_cookie(&send(&f.app, "/incr", None).await).expect("cookie"));
+    // The attacker's cookie is valid: a real session of theirs, planted by a sibling subdomain.
+    let theirs = pair(&set_cookie(&send(&f.app, "/set/n/9", None).await).expect("cookie"));
+    let before = f.store.calls.load(Ordering::SeqCst);
+    for header in [format!("{theirs}; {mine}"), format!("{mine}; {theirs}")] {
+        let res = send(&f.app, "/read", Some(&header)).await;
+        assert_eq!(set_cookie(&res), None, "nothing is cleared");
+        assert_eq!(body(res).await, "0", "neither session is used: {header}");
+    }
+    assert_eq!(f.store.calls.load(Ordering::SeqCst), before, "ambiguity costs no store call");
+    assert_eq!(f.manager.stats().cookies_duplicate.load(Ordering::Relaxed), 2);
+    // A pre-session cookie beside a stored one is just as ambiguous.
+    let pre = pair(&set_cookie(&send(&f.app, "/form", None).await).expect("cookie"));
+    assert_eq!(body(send(&f.app, "/read", Some(&format!("{pre}; {mine}"))).await).await, "0");
+    assert_eq!(f.manager.stats().cookies_duplicate.load(Ordering::Relaxed), 3);
+    // The same cookie twice, or beside forged ones, is not ambiguous.
+    let forged = "sid=AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA";
+    for header in [format!("{mine}; {mine}"), format!("{forged}; {mine}"), format!("{mine}; {forged}")] {
+        assert_eq!(body(send(&f.app, "/read", Some(&header)).await).await, "1", "{header}");
+    }
+    assert_eq!(f.manager.stats().cookies_duplicate.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test]
+async fn a_non_ascii_byte_in_the_cookie_header_drops_only_its_own_pair() {
+    let f = fixture();
+    let mine = pair(&set_cookie(&send(&f.app, "/incr", None).await).expect("cookie"));
+    for bytes in [
+        [b"pref=caf\xe9; ".as_slice(), mine.as_bytes()].concat(),
+        [mine.as_bytes(), b"; x=\xff\xfe".as_slice()].concat(),
+        [b"\xc3\x28=1;".as_slice(), mine.as_bytes(), b";z=\x80".as_slice()].concat(),
+    ] {
+        let req = Request::get("/read")
+            .header(header::COOKIE, http::HeaderValue::from_bytes(&bytes).expect("obs-text is allowed"))
+            .body(Body::empty())
+            .expect("request");
+        let res = f.app.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(body(res).await, "1", "{}", String::from_utf8_lossy(&bytes));
+    }
+    // Our own cookie with a non-UTF-8 value is rejected, and counted, without a panic.
+    let req = Request::get("/read")
+        .header(header::COOKIE, http::HeaderValue::from_bytes(b"sid=\xff\xff").expect("bytes"))
+        .body(Body::empty())
+        .expect("request");
+    let res = f.app.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(f.manager.stats().cookies_rejected.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn host_prefixed_cookies_follow_the_browser_rules() {
+    let secure = SessionConfig::default().with_cookie_name("app").with_host_prefix(true);
+    assert_eq!(secure.effective_cookie_name(), "__Host-app");
+    assert_eq!(secure.validate(), Ok(()));
+    let plain_http = secure.clone().with_secure(false);
+    assert_eq!(plain_http.effective_cookie_name(), "app", "no prefix without Secure");
+    assert_eq!(plain_http.validate(), Ok(()));
+    assert!(matches!(
+        secure.clone().with_domain(Some("example.com".into())).validate(),
+        Err(mooring::CookieRuleError::HostWithDomain(_))
+    ));
+    assert!(matches!(
+        secure.clone().with_path("/app").validate(),
+        Err(mooring::CookieRuleError::HostWithPath(..))
+    ));
+    let explicit = SessionConfig::default().with_cookie_name("__Host-x").with_secure(false);
+    assert!(matches!(explicit.validate(), Err(mooring::CookieRuleError::NotSecure(_))));
+    let secure_prefix = SessionConfig::default().with_cookie_name("__Secure-x");
+    assert_eq!(secure_prefix.clone().with_domain(Some("example.com".into())).validate(), Ok(()));
+    assert!(matches!(
+        secure_prefix.with_secure(false).validate(),
+        Err(mooring::CookieRuleError::NotSecure(_))
+    ));
+
+    let f = fixture_with(Keys::new(SECRET, &[]).expect("keys"), secure);
+    let res = send(&f.app, "/incr", None).await;
+    let cookie = set_cookie(&res).expect("cookie");
+    assert!(cookie.starts_with("__Host-app=") && cookie.contains("Path=/") && !cookie.contains("Domain"));
+    assert_eq!(body(send(&f.app, "/read", Some(&pair(&cookie))).await).await, "1");
+    // The unprefixed name is not ours any more.
+    let unprefixed = pair(&cookie).replacen("__Host-app", "app", 1);
+    assert_eq!(body(send(&f.app, "/read", Some(&unprefixed)).await).await, "0");
+}
+
+fn encrypted(migrate: bool) -> SessionConfig {
+    SessionConfig::default()
+        .with_cookie_name("sid")
+        .with_encryption(true)
+        .with_plaintext_migration(migrate)
+}
+
+fn policy() -> Policy {
+    Policy {
+        idle: Duration::from_secs(600),
+        max_record_bytes: 1 << 16,
+    }
+}
+
+/// Loads the raw record behind a cookie (as the store holds it, values sealed).
+async fn raw(store: &Switch, key: &StoreKey) -> Record {
+    store.inner.load(key, &policy()).await.expect("load").expect("record").record
+}
+
+/// The store key of the only record created by the request that set `cookie`.
+fn only_key(store: &Switch) -> StoreKey {
+    let mut keys = store.inner.keys();
+    assert_eq!(keys.len(), 1);
+    keys.pop().expect("one")
+}
+
+#[tokio::test]
+async fn an_edited_encrypted_record_is_refused() {
+    let f = fixture_with(Keys::new(SECRET, &[]).expect("keys"), encrypted(false));
+    // The victim: a signed-in session with a value.
+    let res = send(&f.app, "/login", None).await;
+    let victim = pair(&set_cookie(&res).expect("cookie"));
+    send(&f.app, "/set/secret/victim-value", Some(&victim)).await;
+    let victim_key = only_key(&f.store);
+    assert_eq!(body(send(&f.app, "/get/secret", Some(&victim)).await).await, "victim-value");
+    let original = raw(&f.store, &victim_key).await;
+    assert!(original.attrs.contains_key("_mooring.auth"));
+    // Another session, whose value an attacker copies over.
+    let other = pair(&set_cookie(&send(&f.app, "/set/secret/other-value", None).await).expect("cookie"));
+    let other_key = f.store.inner.keys().into_iter().find(|k| *k != victim_key).expect("two");
+    let other_record = raw(&f.store, &other_key).await;
+
+    let edits: Vec<(&str, Box<dyn Fn(&mut Record)>)> = vec![
+        ("user changed", Box::new(|r: &mut Record| r.user = Some("admin".into()))),
+        ("signed out", Box::new(|r: &mut Record| r.user = None)),
+        ("deadline extended", Box::new(|r: &mut Record| r.deadline += 86_400_000)),
+        ("created moved", Box::new(|r: &mut Record| r.created_at -= 1)),
+        ("identity MAC removed", Box::new(|r: &mut Record| {
+            r.attrs.remove("_mooring.auth");
+        })),
+        ("value swapped from another session", {
+            let swapped = other_record.attrs["secret"].clone();
+            Box::new(move |r: &mut Record| {
+                r.attrs.insert("secret".into(), swapped.clone());
+            })
+        }),
+        ("plain value planted", Box::new(|r: &mut Record| {
+            let mut v = vec![0x01];
+            v.extend(rmp_serde_like_string("planted"));
+            r.attrs.insert("secret".into(), v);
+        })),
+    ];
+    for (what, edit) in edits {
+        let mut edited = original.clone();
+        edit(&mut edited);
+        put_raw(&f.store, &victim_key, &edited).await;
+        let refused = f.manager.stats().records_refused.load(Ordering::Relaxed);
+        let res = send(&f.app, "/get/secret", Some(&victim)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{what}");
+        assert_eq!(body(res).await, "", "{what}: the record must be refused");
+        assert_eq!(f.manager.stats().records_refused.load(Ordering::Relaxed), refused + 1, "{what}");
+    }
+    // The untouched original still reads (each refusal deleted the record: put it back).
+    put_raw(&f.store, &victim_key, &original).await;
+    assert_eq!(body(send(&f.app, "/get/secret", Some(&victim)).await).await, "victim-value");
+    assert_eq!(body(send(&f.app, "/get/secret", Some(&other)).await).await, "other-value");
+}
+
+/// Writes a record as is under `key`, as someone with write access to the store could.
+async fn put_raw(store: &Switch, key: &StoreKey, record: &Record) {
+    store.inner.delete(key).await.expect("delete");
+    store.inner.create(key, record, &policy()).await.expect("create");
+}
+
+/// MessagePack of a short string (fixstr), as the engine stores a `String`.
+fn rmp_serde_like_string(text: &str) -> Vec<u8> {
+    assert!(text.len() < 32);
+    let mut out = vec![0xa0 | text.len() as u8];
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+#[tokio::test]
+async fn plaintext_records_are_refused_with_encryption_unless_migrating() {
+    let keys = Keys::new(SECRET, &[]).expect("keys");
+    let f = fixture_with(keys.clone(), SessionConfig::default().with_cookie_name("sid"));
+    let cookie = pair(&set_cookie(&send(&f.app, "/set/secret/plain-value", None).await).expect("cookie"));
+    let key = only_key(&f.store);
+    let plain = raw(&f.store, &key).await;
+
+    let app_with = |config: SessionConfig| {
+        let manager = SessionManager::new(f.store.clone(), keys.clone(), config);
+        let app = Router::new()
+            .route(
+                "/get/{name}",
+                get(|s: Session, axum::extract::Path(name): axum::extract::Path<String>| async move {
+                    Ok::<_, Error>(s.get::<String>(&name).await?.unwrap_or_default())
+                }),
+            )
+            .layer(manager.layer());
+        (manager, app)
+    };
+    let (strict, strict_app) = app_with(encrypted(false));
+    assert_eq!(body(send(&strict_app, "/get/secret", Some(&cookie)).await).await, "");
+    assert_eq!(strict.stats().records_refused.load(Ordering::Relaxed), 1);
+
+    put_raw(&f.store, &key, &plain).await;
+    let (migrating, migrating_app) = app_with(encrypted(true));
+    assert_eq!(body(send(&migrating_app, "/get/secret", Some(&cookie)).await).await, "plain-value");
+    assert_eq!(migrating.stats().records_refused.load(Ordering::Relaxed), 0);
+    // The load upgraded the record: sealed, with its identity MAC, so it reads without the migration too.
+    let upgraded = raw(&f.store, &key).await;
+    assert!(upgraded.attrs.contains_key("_mooring.auth"));
+    assert!(!upgraded.attrs["secret"].windows(11).any(|w| w == b"plain-value"));
+    let (strict, strict_app) = app_with(encrypted(false));
+    assert_eq!(body(send(&strict_app, "/get/secret", Some(&cookie)).await).await, "plain-value");
+    assert_eq!(strict.stats().records_refused.load(Ordering::Relaxed), 0);
 }
