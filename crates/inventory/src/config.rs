@@ -88,8 +88,8 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "SESSION_COOKIE",
-        default: "inventory_session",
-        help: "Name of the session cookie.",
+        default: "inventory_session (`__Host-inventory_session` with SESSION_SECURE_COOKIE=true)",
+        help: "Name of the session cookie. The `__Host-` prefix keeps sibling subdomains from planting or overwriting it; a name given here is kept as is, and a `__Host-` name requires SESSION_SECURE_COOKIE=true, SESSION_PATH=/ and no SESSION_DOMAIN (`__Secure-` requires SESSION_SECURE_COOKIE=true).",
     },
     Variable {
         name: "SESSION_SECURE_COOKIE",
@@ -114,7 +114,12 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SESSION_ENCRYPT",
         default: "false",
-        help: "Encrypt session values at rest (XChaCha20-Poly1305, key derived from APP_KEY).",
+        help: "Encrypt session values at rest (XChaCha20-Poly1305, key derived from APP_KEY) and authenticate each record's store key, user, creation and deadline: a record edited in the store is refused (signed out).",
+    },
+    Variable {
+        name: "SESSION_ENCRYPT_MIGRATE",
+        default: "false",
+        help: "With SESSION_ENCRYPT=true, also accept sessions stored before encryption (plain values, no record MAC) and upgrade them on their next request. Turn it on for the rollout of SESSION_ENCRYPT, then off: while on, anyone who can write to the store can forge such a session.",
     },
     Variable {
         name: "SESSION_STORE_TIMEOUT_MS",
@@ -342,6 +347,8 @@ pub struct Config {
     pub cookie_domain: Option<String>,
     /// Encrypt values at rest.
     pub session_encrypt: bool,
+    /// Accept (and upgrade) records stored without encryption while it is on.
+    pub session_encrypt_migrate: bool,
     /// Session store call timeout.
     pub store_timeout: Duration,
     /// Serve on after SIGTERM with readiness off.
@@ -484,9 +491,15 @@ impl Config {
                 "'none' requires SESSION_SECURE_COOKIE=true (browsers drop SameSite=None cookies without Secure)",
             ));
         }
-        let cookie_name = env
-            .get("SESSION_COOKIE")
-            .unwrap_or_else(|| "inventory_session".into());
+        // Behind TLS the default name carries `__Host-`, so a sibling subdomain cannot toss a cookie of its
+        // own at us; a name given explicitly is the operator's choice.
+        let cookie_name = env.get("SESSION_COOKIE").unwrap_or_else(|| {
+            if cookie_secure {
+                format!("{}inventory_session", mooring::config::HOST_PREFIX)
+            } else {
+                "inventory_session".into()
+            }
+        });
         if !cookie_name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -496,6 +509,26 @@ impl Config {
                 format!("'{cookie_name}' must use only letters, digits, '-', '_' and '.'"),
             ));
         }
+        let cookie_path = env.get("SESSION_PATH").unwrap_or_else(|| "/".into());
+        let cookie_domain = env.get("SESSION_DOMAIN");
+        // Browsers silently drop a prefixed cookie that breaks the prefix's rules: refuse to start instead.
+        mooring::SessionConfig::default()
+            .with_cookie_name(cookie_name.clone())
+            .with_secure(cookie_secure)
+            .with_path(cookie_path.clone())
+            .with_domain(cookie_domain.clone())
+            .validate()
+            .map_err(|e| match e {
+                mooring::CookieRuleError::NotSecure(_) => {
+                    bad("SESSION_COOKIE", format!("{e}: set SESSION_SECURE_COOKIE=true or choose another name"))
+                }
+                mooring::CookieRuleError::HostWithDomain(_) => {
+                    bad("SESSION_DOMAIN", format!("{e}: unset SESSION_DOMAIN or drop the prefix from SESSION_COOKIE"))
+                }
+                mooring::CookieRuleError::HostWithPath(..) => {
+                    bad("SESSION_PATH", format!("{e}: set SESSION_PATH=/ or drop the prefix from SESSION_COOKIE"))
+                }
+            })?;
         let session_idle = env.minutes("SESSION_LIFETIME", 120)?;
         let session_absolute = env.minutes("SESSION_ABSOLUTE_LIFETIME", 720)?;
         if session_absolute < session_idle {
@@ -546,9 +579,10 @@ impl Config {
             cookie_name,
             cookie_secure,
             cookie_same_site,
-            cookie_path: env.get("SESSION_PATH").unwrap_or_else(|| "/".into()),
-            cookie_domain: env.get("SESSION_DOMAIN"),
+            cookie_path,
+            cookie_domain,
             session_encrypt: env.flag("SESSION_ENCRYPT", false)?,
+            session_encrypt_migrate: env.flag("SESSION_ENCRYPT_MIGRATE", false)?,
             store_timeout: Duration::from_millis(timeout_ms),
             shutdown_delay: Duration::from_secs(env.parse(
                 "SHUTDOWN_DELAY_SECONDS",
@@ -577,6 +611,7 @@ impl Config {
             .with_idle_timeout(self.session_idle)
             .with_absolute_lifetime(self.session_absolute)
             .with_encryption(self.session_encrypt)
+            .with_plaintext_migration(self.session_encrypt_migrate)
             .with_store_timeout(self.store_timeout)
     }
 
@@ -933,6 +968,28 @@ mod tests {
     }
 
     #[test]
+    fn the_default_cookie_name_is_host_prefixed_behind_tls() {
+        let name = |vars: &[(&str, &str)]| {
+            let mut all = vec![KEY];
+            all.extend_from_slice(vars);
+            config(&all).expect("config").session_config().effective_cookie_name().into_owned()
+        };
+        assert_eq!(name(&[]), "inventory_session");
+        assert_eq!(name(&[("SESSION_SECURE_COOKIE", "true")]), "__Host-inventory_session");
+        assert_eq!(
+            name(&[("SESSION_SECURE_COOKIE", "true"), ("SESSION_COOKIE", "sid")]),
+            "sid",
+            "an explicit name is kept"
+        );
+        // A Domain is allowed for an unprefixed name (the operator's choice), not for the default one.
+        assert_eq!(
+            name(&[("SESSION_SECURE_COOKIE", "true"), ("SESSION_COOKIE", "sid"), ("SESSION_DOMAIN", "example.com")]),
+            "sid"
+        );
+        assert!(!config(&[KEY]).expect("config").session_encrypt_migrate);
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (vars, var) in [
             (vec![KEY, ("PORT", "eighty")], "PORT"),
@@ -945,6 +1002,17 @@ mod tests {
                 "SESSION_SECURE_COOKIE",
             ),
             (vec![KEY, ("SESSION_DRIVER", "file")], "SESSION_DRIVER"),
+            (
+                vec![KEY, ("SESSION_SECURE_COOKIE", "true"), ("SESSION_DOMAIN", "example.com")],
+                "SESSION_DOMAIN",
+            ),
+            (
+                vec![KEY, ("SESSION_SECURE_COOKIE", "true"), ("SESSION_PATH", "/app")],
+                "SESSION_PATH",
+            ),
+            (vec![KEY, ("SESSION_COOKIE", "__Host-sid")], "SESSION_COOKIE"),
+            (vec![KEY, ("SESSION_COOKIE", "__Secure-sid")], "SESSION_COOKIE"),
+            (vec![KEY, ("SESSION_ENCRYPT_MIGRATE", "perhaps")], "SESSION_ENCRYPT_MIGRATE"),
             (
                 vec![KEY, ("SESSION_DRIVER", "redis"), ("REDIS_SENTINEL_MASTER", "m")],
                 "REDIS_SENTINEL_MASTER",

@@ -308,6 +308,26 @@ fn render_sessions(out: &mut String, stats: &SessionStats) {
             &stats.cookies_rejected,
         ),
         (
+            "mooring_session_cookies_duplicate_total",
+            "Requests with several valid session cookies (one planted by a sibling domain), answered as having no session.",
+            &stats.cookies_duplicate,
+        ),
+        (
+            "mooring_session_records_refused_total",
+            "Encrypted session records refused because their identity MAC or a value did not verify (edited in the store).",
+            &stats.records_refused,
+        ),
+        (
+            "mooring_session_pre_sessions_issued_total",
+            "Pre-session cookies issued: visitors with a CSRF token or flash messages and no stored record.",
+            &stats.pre_sessions_issued,
+        ),
+        (
+            "mooring_session_flashes_dropped_total",
+            "Flash messages dropped or cut to keep a pre-session cookie within its size bound.",
+            &stats.flashes_dropped,
+        ),
+        (
             "mooring_session_values_undecodable_total",
             "Session values that could not be decrypted or decoded and were read as absent.",
             &stats.values_undecodable,
@@ -549,6 +569,10 @@ mod tests {
             ("http_request_duration_seconds", "histogram"),
             ("mooring_session_loads_total", "counter"),
             ("mooring_session_cookies_rejected_total", "counter"),
+            ("mooring_session_cookies_duplicate_total", "counter"),
+            ("mooring_session_records_refused_total", "counter"),
+            ("mooring_session_pre_sessions_issued_total", "counter"),
+            ("mooring_session_flashes_dropped_total", "counter"),
             ("mooring_session_values_undecodable_total", "counter"),
             ("mooring_sessions_created_total", "counter"),
             ("mooring_session_saves_total", "counter"),

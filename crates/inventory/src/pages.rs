@@ -21,7 +21,8 @@ pub struct Layout {
 
 impl Layout {
     /// The layout for a request. A CSRF token is made only for signed-in users or pages with forms
-    /// (`forms`), so an anonymous visit to a page without forms creates no session.
+    /// (`forms`). Neither the token nor flash messages store anything for an anonymous visitor: the engine
+    /// derives the token from a signed pre-session cookie, which also carries the messages.
     pub async fn new(state: &AppState, session: &Session, forms: bool) -> Result<Self, AppError> {
         let user_email = match session.user().await? {
             Some(_) => session.get::<String>(crate::auth::EMAIL).await?,

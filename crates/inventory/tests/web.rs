@@ -377,3 +377,59 @@ async fn a_restart_keeps_users_signed_in_with_their_items() {
     assert_eq!(page.status, StatusCode::OK, "still signed in after the restart");
     assert!(page.body.contains("Mooring line"));
 }
+
+/// Rows in the SQL session store.
+async fn stored_sessions(url: &str) -> i64 {
+    use sqlx::Row as _;
+    let pool = mooring_sql::connect(url).await.expect("pool");
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM mooring_sessions")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    row.try_get::<i64, _>("n").expect("n")
+}
+
+#[tokio::test]
+async fn anonymous_visitors_store_no_session_until_sign_in() {
+    let db = mooring_conformance::provision::sqlite().await;
+    let app = TestApp::spawn(&[("DATABASE_URL", &db.url)]).await;
+    let stats = app.state.sessions.stats();
+    let calls = || {
+        [mooring::StoreOp::Load, mooring::StoreOp::Create, mooring::StoreOp::Apply]
+            .map(|op| stats.op(op).duration.snapshot().count)
+    };
+    for _ in 0..200 {
+        let mut c = app.client();
+        for path in ["/login", "/register"] {
+            let page = c.get(path).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}");
+            assert!(!page.csrf().is_empty(), "{path} has a token");
+            assert_eq!(
+                page.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+                Some("no-store"),
+                "{path}"
+            );
+        }
+    }
+    // Failed forms: a wrong password, a bad token. The token works, the failure is shown, nothing is stored.
+    let who = email("anon");
+    let mut c = app.client();
+    let page = c.login(&who, "wrong password").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page.body.contains("Email or password is incorrect."));
+    let page = c.post("/login", &[("email", &who), ("password", "x"), ("_csrf", "forged")]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(stored_sessions(&db.url).await, 0, "no record for anonymous traffic");
+    assert_eq!(calls(), [0, 0, 0], "no store call either");
+
+    // Registration is the first write that must persist: one record, and the pre-session's form worked.
+    let mut c = app.client();
+    c.register(&who, PASSWORD).await;
+    assert_eq!(c.get("/dashboard").await.status, StatusCode::OK);
+    assert_eq!(stored_sessions(&db.url).await, 1);
+    // Signing out ends it, and the "signed out" message needs no record.
+    let csrf = c.get("/dashboard").await.csrf();
+    c.post("/logout", &[("_csrf", &csrf)]).await;
+    assert!(c.get("/").await.body.contains("You have been signed out."));
+    assert_eq!(stored_sessions(&db.url).await, 0);
+}
