@@ -433,3 +433,114 @@ async fn anonymous_visitors_store_no_session_until_sign_in() {
     assert!(c.get("/").await.body.contains("You have been signed out."));
     assert_eq!(stored_sessions(&db.url).await, 0);
 }
+
+/// One session row as an attacker with write access to the SQL store sees it.
+struct Row {
+    key: String,
+    record: mooring::Record,
+}
+
+async fn rows(pool: &sqlx::AnyPool) -> Vec<Row> {
+    use sqlx::Row as _;
+    sqlx::query(r#"SELECT "key" AS k, data FROM mooring_sessions"#)
+        .fetch_all(pool)
+        .await
+        .expect("select")
+        .into_iter()
+        .map(|r| Row {
+            key: r.try_get("k").expect("key"),
+            record: mooring::Record::decode(&r.try_get::<Vec<u8>, _>("data").expect("data")).expect("decodes"),
+        })
+        .collect()
+}
+
+/// Writes a record into a row, keeping the indexed columns in step as a careful attacker would.
+async fn overwrite(pool: &sqlx::AnyPool, key: &str, record: &mooring::Record) {
+    let done = sqlx::query("UPDATE mooring_sessions SET data = $1, user_id = $2, deadline = $3 WHERE \"key\" = $4")
+        .bind(record.encode())
+        .bind(record.user.clone())
+        .bind(record.deadline as i64)
+        .bind(key.to_owned())
+        .execute(pool)
+        .await
+        .expect("update");
+    assert_eq!(done.rows_affected(), 1);
+}
+
+/// With SESSION_ENCRYPT=true, whoever can write the session table cannot sign a session in as another user,
+/// extend it, or borrow another session's values: the edited record is refused and the visitor signed out.
+async fn edited_encrypted_records_are_refused(db: mooring_conformance::provision::TestDb) {
+    let app = TestApp::spawn(&[("DATABASE_URL", &db.url), ("SESSION_ENCRYPT", "true")]).await;
+    let pool = mooring_sql::connect(&db.url).await.expect("pool");
+    let mut attacker = app.client();
+    attacker.register(&email("attacker"), PASSWORD).await;
+    let attacker_row = rows(&pool).await.pop().expect("one row");
+    let mut victim = app.client();
+    let victim_email = email("victim");
+    victim.register(&victim_email, PASSWORD).await;
+    let victim_row = rows(&pool)
+        .await
+        .into_iter()
+        .find(|r| r.key != attacker_row.key)
+        .expect("the victim's row");
+    assert!(victim_row.record.attrs.contains_key("_mooring.auth"));
+    let attacker_cookie = attacker.cookie.clone().expect("cookie");
+
+    let edits: [(&str, Box<dyn Fn(&mut mooring::Record)>); 3] = [
+        ("signed in as the victim", Box::new(|r| r.user.clone_from(&victim_row.record.user))),
+        ("deadline extended", Box::new(|r| r.deadline += 30 * 86_400_000)),
+        (
+            "the victim's email value copied in",
+            Box::new(|r| {
+                r.attrs.insert("email".into(), victim_row.record.attrs["email"].clone());
+            }),
+        ),
+    ];
+    for (what, edit) in edits {
+        // The attacker's own session, fresh and signed in.
+        let mut c = app.client();
+        c.cookie = Some(attacker_cookie.clone());
+        assert_eq!(c.get("/dashboard").await.status, StatusCode::OK, "{what}: before the edit");
+        let row = rows(&pool).await.into_iter().find(|r| r.key == attacker_row.key).expect("row");
+        let mut edited = row.record.clone();
+        edit(&mut edited);
+        overwrite(&pool, &row.key, &edited).await;
+        let refused = app.state.sessions.stats().records_refused.load(std::sync::atomic::Ordering::Relaxed);
+        let page = c.get("/dashboard").await;
+        assert_eq!(page.location(), Some("/login"), "{what}: the edited record must be refused");
+        assert!(!page.body.contains(&victim_email), "{what}");
+        assert_eq!(
+            app.state.sessions.stats().records_refused.load(std::sync::atomic::Ordering::Relaxed),
+            refused + 1,
+            "{what}"
+        );
+        // Put the genuine record back (the refusal deleted it) for the next edit.
+        let mut c = app.client();
+        c.cookie = Some(attacker_cookie.clone());
+        sqlx::query(
+            "INSERT INTO mooring_sessions (\"key\", user_id, version, created_at, deadline, expires_at, data) \
+             VALUES ($1, $2, 1, $3, $4, $5, $6)",
+        )
+        .bind(row.key.clone())
+        .bind(row.record.user.clone())
+        .bind(row.record.created_at as i64)
+        .bind(row.record.deadline as i64)
+        .bind(row.record.deadline as i64)
+        .bind(row.record.encode())
+        .execute(&pool)
+        .await
+        .expect("restore");
+    }
+    assert_eq!(victim.get("/dashboard").await.status, StatusCode::OK, "the victim is untouched");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_edited_encrypted_record_is_refused_by_sqlite() {
+    edited_encrypted_records_are_refused(mooring_conformance::provision::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn an_edited_encrypted_record_is_refused_by_postgres() {
+    edited_encrypted_records_are_refused(mooring_conformance::provision::postgres().await).await;
+}
