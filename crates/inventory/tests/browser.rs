@@ -167,6 +167,94 @@ async fn journey(browser: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 9, item 1, in a real browser: an anonymous visitor fails a sign-in and then registers, through the
+/// CSRF-protected forms, and the session store holds no record until registration signs them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_visitor_uses_csrf_forms_without_a_stored_session() {
+    let profile = tempfile::tempdir().expect("create a Chromium profile directory");
+    let driver = Chromedriver::start()
+        .await
+        .unwrap_or_else(|err| panic!("{err:?}"));
+    let browser = open_browser(&driver, profile.path())
+        .await
+        .unwrap_or_else(|err| panic!("{err:?}"));
+    let outcome = tokio::time::timeout(JOURNEY_TIMEOUT, anonymous_journey(&browser)).await;
+    let closed = browser.close().await;
+    match outcome {
+        Err(_) => panic!("the browser journey took longer than {JOURNEY_TIMEOUT:?}"),
+        Ok(Err(err)) => panic!("browser journey failed: {err:?}"),
+        Ok(Ok(())) => {}
+    }
+    closed.expect("close the WebDriver session");
+}
+
+/// Rows in the session table.
+async fn stored_sessions(url: &str) -> anyhow::Result<i64> {
+    use sqlx::Row as _;
+    let pool = mooring_sql::connect(url).await?;
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM mooring_sessions")
+        .fetch_one(&pool)
+        .await?;
+    Ok(row.try_get::<i64, _>("n")?)
+}
+
+async fn anonymous_journey(browser: &Client) -> anyhow::Result<()> {
+    let data_dir = tempfile::tempdir().context("create DATA_DIR")?;
+    let dir = data_dir.path().to_str().context("DATA_DIR is not UTF-8")?;
+    let db = mooring_conformance::provision::sqlite().await;
+    let app = Process::spawn(&[
+        ("DATA_DIR", dir),
+        ("DATABASE_URL", &db.url),
+        ("INSTANCE_NAME", "browser-anonymous"),
+    ])
+    .await;
+    let base = format!("http://127.0.0.1:{}", app.port);
+    let email = unique_email();
+
+    // A failed sign-in: the form's token is accepted (the page says the password is wrong, not 403).
+    browser.goto(&format!("{base}/login")).await?;
+    fill(browser, "#email", &email).await?;
+    fill(browser, "#password", "not the password").await?;
+    click(browser, "#login-submit").await?;
+    wait_until(browser, "the wrong-password message", || async {
+        let errors = browser.find_all(Locator::Css(".errors")).await?;
+        for e in errors {
+            if e.text().await?.contains("Email or password is incorrect.") {
+                return Ok(Some(()));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    let cookies = browser.get_all_cookies().await?;
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "inventory_session")
+        .context("the login form gave the browser a session cookie")?;
+    ensure!(
+        session.value().starts_with("p."),
+        "the anonymous visitor's cookie is a pre-session, not a stored session: {}",
+        session.value()
+    );
+    let rows = stored_sessions(&db.url).await?;
+    ensure!(rows == 0, "{rows} session records after an anonymous failed sign-in; expected none");
+
+    // Registration through the same pre-session: the first record, signed in.
+    browser.goto(&format!("{base}/register")).await?;
+    fill(browser, "#email", &email).await?;
+    fill(browser, "#password", PASSWORD).await?;
+    fill(browser, "#password_confirm", PASSWORD).await?;
+    let rows = stored_sessions(&db.url).await?;
+    ensure!(rows == 0, "{rows} session records before registering; expected none");
+    click(browser, "#register-submit").await?;
+    wait_for_path(browser, "/dashboard").await?;
+    expect_signed_in_as(browser, &email).await?;
+    let rows = stored_sessions(&db.url).await?;
+    ensure!(rows == 1, "{rows} session records after registering; expected exactly one");
+    drop(app);
+    Ok(())
+}
+
 /// A chromedriver process in its own process group, killed with every browser it started on drop.
 struct Chromedriver {
     /// The driver, leader of its own process group.
