@@ -519,15 +519,18 @@ impl Config {
             .with_domain(cookie_domain.clone())
             .validate()
             .map_err(|e| match e {
-                mooring::CookieRuleError::NotSecure(_) => {
-                    bad("SESSION_COOKIE", format!("{e}: set SESSION_SECURE_COOKIE=true or choose another name"))
-                }
-                mooring::CookieRuleError::HostWithDomain(_) => {
-                    bad("SESSION_DOMAIN", format!("{e}: unset SESSION_DOMAIN or drop the prefix from SESSION_COOKIE"))
-                }
-                mooring::CookieRuleError::HostWithPath(..) => {
-                    bad("SESSION_PATH", format!("{e}: set SESSION_PATH=/ or drop the prefix from SESSION_COOKIE"))
-                }
+                mooring::CookieRuleError::NotSecure(_) => bad(
+                    "SESSION_COOKIE",
+                    format!("{e}: set SESSION_SECURE_COOKIE=true or choose another name"),
+                ),
+                mooring::CookieRuleError::HostWithDomain(_) => bad(
+                    "SESSION_DOMAIN",
+                    format!("{e}: unset SESSION_DOMAIN or drop the prefix from SESSION_COOKIE"),
+                ),
+                mooring::CookieRuleError::HostWithPath(..) => bad(
+                    "SESSION_PATH",
+                    format!("{e}: set SESSION_PATH=/ or drop the prefix from SESSION_COOKIE"),
+                ),
             })?;
         let session_idle = env.minutes("SESSION_LIFETIME", 120)?;
         let session_absolute = env.minutes("SESSION_ABSOLUTE_LIFETIME", 720)?;
@@ -972,10 +975,17 @@ mod tests {
         let name = |vars: &[(&str, &str)]| {
             let mut all = vec![KEY];
             all.extend_from_slice(vars);
-            config(&all).expect("config").session_config().effective_cookie_name().into_owned()
+            config(&all)
+                .expect("config")
+                .session_config()
+                .effective_cookie_name()
+                .into_owned()
         };
         assert_eq!(name(&[]), "inventory_session");
-        assert_eq!(name(&[("SESSION_SECURE_COOKIE", "true")]), "__Host-inventory_session");
+        assert_eq!(
+            name(&[("SESSION_SECURE_COOKIE", "true")]),
+            "__Host-inventory_session"
+        );
         assert_eq!(
             name(&[("SESSION_SECURE_COOKIE", "true"), ("SESSION_COOKIE", "sid")]),
             "sid",
@@ -983,7 +993,11 @@ mod tests {
         );
         // A Domain is allowed for an unprefixed name (the operator's choice), not for the default one.
         assert_eq!(
-            name(&[("SESSION_SECURE_COOKIE", "true"), ("SESSION_COOKIE", "sid"), ("SESSION_DOMAIN", "example.com")]),
+            name(&[
+                ("SESSION_SECURE_COOKIE", "true"),
+                ("SESSION_COOKIE", "sid"),
+                ("SESSION_DOMAIN", "example.com")
+            ]),
             "sid"
         );
         assert!(!config(&[KEY]).expect("config").session_encrypt_migrate);
@@ -1003,7 +1017,11 @@ mod tests {
             ),
             (vec![KEY, ("SESSION_DRIVER", "file")], "SESSION_DRIVER"),
             (
-                vec![KEY, ("SESSION_SECURE_COOKIE", "true"), ("SESSION_DOMAIN", "example.com")],
+                vec![
+                    KEY,
+                    ("SESSION_SECURE_COOKIE", "true"),
+                    ("SESSION_DOMAIN", "example.com"),
+                ],
                 "SESSION_DOMAIN",
             ),
             (
@@ -1012,7 +1030,10 @@ mod tests {
             ),
             (vec![KEY, ("SESSION_COOKIE", "__Host-sid")], "SESSION_COOKIE"),
             (vec![KEY, ("SESSION_COOKIE", "__Secure-sid")], "SESSION_COOKIE"),
-            (vec![KEY, ("SESSION_ENCRYPT_MIGRATE", "perhaps")], "SESSION_ENCRYPT_MIGRATE"),
+            (
+                vec![KEY, ("SESSION_ENCRYPT_MIGRATE", "perhaps")],
+                "SESSION_ENCRYPT_MIGRATE",
+            ),
             (
                 vec![KEY, ("SESSION_DRIVER", "redis"), ("REDIS_SENTINEL_MASTER", "m")],
                 "REDIS_SENTINEL_MASTER",

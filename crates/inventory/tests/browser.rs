@@ -237,7 +237,10 @@ async fn anonymous_journey(browser: &Client) -> anyhow::Result<()> {
         session.value()
     );
     let rows = stored_sessions(&db.url).await?;
-    ensure!(rows == 0, "{rows} session records after an anonymous failed sign-in; expected none");
+    ensure!(
+        rows == 0,
+        "{rows} session records after an anonymous failed sign-in; expected none"
+    );
 
     // Registration through the same pre-session: the first record, signed in.
     browser.goto(&format!("{base}/register")).await?;
@@ -245,12 +248,18 @@ async fn anonymous_journey(browser: &Client) -> anyhow::Result<()> {
     fill(browser, "#password", PASSWORD).await?;
     fill(browser, "#password_confirm", PASSWORD).await?;
     let rows = stored_sessions(&db.url).await?;
-    ensure!(rows == 0, "{rows} session records before registering; expected none");
+    ensure!(
+        rows == 0,
+        "{rows} session records before registering; expected none"
+    );
     click(browser, "#register-submit").await?;
     wait_for_path(browser, "/dashboard").await?;
     expect_signed_in_as(browser, &email).await?;
     let rows = stored_sessions(&db.url).await?;
-    ensure!(rows == 1, "{rows} session records after registering; expected exactly one");
+    ensure!(
+        rows == 1,
+        "{rows} session records after registering; expected exactly one"
+    );
     drop(app);
     Ok(())
 }

@@ -395,8 +395,12 @@ async fn anonymous_visitors_store_no_session_until_sign_in() {
     let app = TestApp::spawn(&[("DATABASE_URL", &db.url)]).await;
     let stats = app.state.sessions.stats();
     let calls = || {
-        [mooring::StoreOp::Load, mooring::StoreOp::Create, mooring::StoreOp::Apply]
-            .map(|op| stats.op(op).duration.snapshot().count)
+        [
+            mooring::StoreOp::Load,
+            mooring::StoreOp::Create,
+            mooring::StoreOp::Apply,
+        ]
+        .map(|op| stats.op(op).duration.snapshot().count)
     };
     for _ in 0..200 {
         let mut c = app.client();
@@ -417,9 +421,18 @@ async fn anonymous_visitors_store_no_session_until_sign_in() {
     let page = c.login(&who, "wrong password").await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     assert!(page.body.contains("Email or password is incorrect."));
-    let page = c.post("/login", &[("email", &who), ("password", "x"), ("_csrf", "forged")]).await;
+    let page = c
+        .post(
+            "/login",
+            &[("email", &who), ("password", "x"), ("_csrf", "forged")],
+        )
+        .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
-    assert_eq!(stored_sessions(&db.url).await, 0, "no record for anonymous traffic");
+    assert_eq!(
+        stored_sessions(&db.url).await,
+        0,
+        "no record for anonymous traffic"
+    );
     assert_eq!(calls(), [0, 0, 0], "no store call either");
 
     // Registration is the first write that must persist: one record, and the pre-session's form worked.
@@ -433,6 +446,9 @@ async fn anonymous_visitors_store_no_session_until_sign_in() {
     assert!(c.get("/").await.body.contains("You have been signed out."));
     assert_eq!(stored_sessions(&db.url).await, 0);
 }
+
+/// A change an attacker makes to a stored record.
+type Edit<'a> = Box<dyn Fn(&mut mooring::Record) + 'a>;
 
 /// One session row as an attacker with write access to the SQL store sees it.
 struct Row {
@@ -449,21 +465,23 @@ async fn rows(pool: &sqlx::AnyPool) -> Vec<Row> {
         .into_iter()
         .map(|r| Row {
             key: r.try_get("k").expect("key"),
-            record: mooring::Record::decode(&r.try_get::<Vec<u8>, _>("data").expect("data")).expect("decodes"),
+            record: mooring::Record::decode(&r.try_get::<Vec<u8>, _>("data").expect("data"))
+                .expect("decodes"),
         })
         .collect()
 }
 
 /// Writes a record into a row, keeping the indexed columns in step as a careful attacker would.
 async fn overwrite(pool: &sqlx::AnyPool, key: &str, record: &mooring::Record) {
-    let done = sqlx::query("UPDATE mooring_sessions SET data = $1, user_id = $2, deadline = $3 WHERE \"key\" = $4")
-        .bind(record.encode())
-        .bind(record.user.clone())
-        .bind(record.deadline as i64)
-        .bind(key.to_owned())
-        .execute(pool)
-        .await
-        .expect("update");
+    let done =
+        sqlx::query("UPDATE mooring_sessions SET data = $1, user_id = $2, deadline = $3 WHERE \"key\" = $4")
+            .bind(record.encode())
+            .bind(record.user.clone())
+            .bind(record.deadline as i64)
+            .bind(key.to_owned())
+            .execute(pool)
+            .await
+            .expect("update");
     assert_eq!(done.rows_affected(), 1);
 }
 
@@ -486,13 +504,17 @@ async fn edited_encrypted_records_are_refused(db: mooring_conformance::provision
     assert!(victim_row.record.attrs.contains_key("_mooring.auth"));
     let attacker_cookie = attacker.cookie.clone().expect("cookie");
 
-    let edits: [(&str, Box<dyn Fn(&mut mooring::Record)>); 3] = [
-        ("signed in as the victim", Box::new(|r| r.user.clone_from(&victim_row.record.user))),
+    let edits: [(&str, Edit<'_>); 3] = [
+        (
+            "signed in as the victim",
+            Box::new(|r| r.user.clone_from(&victim_row.record.user)),
+        ),
         ("deadline extended", Box::new(|r| r.deadline += 30 * 86_400_000)),
         (
             "the victim's email value copied in",
             Box::new(|r| {
-                r.attrs.insert("email".into(), victim_row.record.attrs["email"].clone());
+                r.attrs
+                    .insert("email".into(), victim_row.record.attrs["email"].clone());
             }),
         ),
     ];
@@ -500,17 +522,38 @@ async fn edited_encrypted_records_are_refused(db: mooring_conformance::provision
         // The attacker's own session, fresh and signed in.
         let mut c = app.client();
         c.cookie = Some(attacker_cookie.clone());
-        assert_eq!(c.get("/dashboard").await.status, StatusCode::OK, "{what}: before the edit");
-        let row = rows(&pool).await.into_iter().find(|r| r.key == attacker_row.key).expect("row");
+        assert_eq!(
+            c.get("/dashboard").await.status,
+            StatusCode::OK,
+            "{what}: before the edit"
+        );
+        let row = rows(&pool)
+            .await
+            .into_iter()
+            .find(|r| r.key == attacker_row.key)
+            .expect("row");
         let mut edited = row.record.clone();
         edit(&mut edited);
         overwrite(&pool, &row.key, &edited).await;
-        let refused = app.state.sessions.stats().records_refused.load(std::sync::atomic::Ordering::Relaxed);
+        let refused = app
+            .state
+            .sessions
+            .stats()
+            .records_refused
+            .load(std::sync::atomic::Ordering::Relaxed);
         let page = c.get("/dashboard").await;
-        assert_eq!(page.location(), Some("/login"), "{what}: the edited record must be refused");
+        assert_eq!(
+            page.location(),
+            Some("/login"),
+            "{what}: the edited record must be refused"
+        );
         assert!(!page.body.contains(&victim_email), "{what}");
         assert_eq!(
-            app.state.sessions.stats().records_refused.load(std::sync::atomic::Ordering::Relaxed),
+            app.state
+                .sessions
+                .stats()
+                .records_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
             refused + 1,
             "{what}"
         );
@@ -531,7 +574,11 @@ async fn edited_encrypted_records_are_refused(db: mooring_conformance::provision
         .await
         .expect("restore");
     }
-    assert_eq!(victim.get("/dashboard").await.status, StatusCode::OK, "the victim is untouched");
+    assert_eq!(
+        victim.get("/dashboard").await.status,
+        StatusCode::OK,
+        "the victim is untouched"
+    );
     app.stop().await;
 }
 

@@ -22,12 +22,14 @@ fn app(manager: &SessionManager) -> Router {
     Router::new()
         .route(
             "/login/{user}",
-            get(|s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
-                s.set_user(Some(&user)).await?;
-                s.regenerate().await?;
-                s.insert("secret", &format!("secret of {user}")).await?;
-                Ok::<_, Error>("in")
-            }),
+            get(
+                |s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                    s.set_user(Some(&user)).await?;
+                    s.regenerate().await?;
+                    s.insert("secret", &format!("secret of {user}")).await?;
+                    Ok::<_, Error>("in")
+                },
+            ),
         )
         .route(
             "/whoami",
@@ -50,11 +52,17 @@ async fn send(app: &Router, uri: &str, cookie: Option<&str>) -> (Option<String>,
         .oneshot(req.body(Body::empty()).expect("request"))
         .await
         .expect("infallible");
-    let cookie = res
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().expect("ascii").split(';').next().expect("pair").to_owned());
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.expect("body");
+    let cookie = res.headers().get(header::SET_COOKIE).map(|v| {
+        v.to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_owned()
+    });
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .expect("body");
     (cookie, String::from_utf8(body.to_vec()).expect("utf-8"))
 }
 
@@ -70,7 +78,11 @@ async fn session_hashes(conn: &mut MultiplexedConnection) -> Vec<String> {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(conn).await.expect("KEYS");
     let mut hashes = Vec::new();
     for key in keys {
-        let kind: String = redis::cmd("TYPE").arg(&key).query_async(conn).await.expect("TYPE");
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .expect("TYPE");
         if kind == "hash" {
             hashes.push(key);
         }
@@ -89,7 +101,9 @@ async fn restore(conn: &mut MultiplexedConnection, key: &str, fields: &[(Vec<u8>
 }
 
 fn encrypted() -> SessionConfig {
-    SessionConfig::default().with_cookie_name("id").with_encryption(true)
+    SessionConfig::default()
+        .with_cookie_name("id")
+        .with_encryption(true)
 }
 
 #[tokio::test]
@@ -109,13 +123,23 @@ async fn an_edited_encrypted_record_is_refused_by_redis() {
         .into_iter()
         .find(|k| *k != attacker_key)
         .expect("the victim's session");
-    assert_eq!(send(&app, "/whoami", Some(&attacker)).await.1, "mallory|secret of mallory");
+    assert_eq!(
+        send(&app, "/whoami", Some(&attacker)).await.1,
+        "mallory|secret of mallory"
+    );
     let genuine = hash(&mut conn, &attacker_key).await;
     let victim_fields = hash(&mut conn, &victim_key).await;
     let field = |fields: &[(Vec<u8>, Vec<u8>)], name: &[u8]| {
-        fields.iter().find(|(f, _)| f == name).map(|(_, v)| v.clone()).expect("field")
+        fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, v)| v.clone())
+            .expect("field")
     };
-    assert!(genuine.iter().any(|(f, _)| f == b"_mooring.auth"), "the identity MAC is stored");
+    assert!(
+        genuine.iter().any(|(f, _)| f == b"_mooring.auth"),
+        "the identity MAC is stored"
+    );
 
     // The metadata field: version (4 bytes), created (6), then the deadline as an offset (4) or in full (6).
     let mut extended = field(&genuine, b"");
@@ -124,19 +148,38 @@ async fn an_edited_encrypted_record_is_refused_by_redis() {
     let edits: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
         ("signed in as alice", b"@u".to_vec(), b"alice".to_vec()),
         ("deadline extended", Vec::new(), extended),
-        ("alice's secret moved in", b"secret".to_vec(), field(&victim_fields, b"secret")),
-        ("a plain value planted", b"secret".to_vec(), [&[0x01u8, 0xa3][..], b"sly"].concat()),
+        (
+            "alice's secret moved in",
+            b"secret".to_vec(),
+            field(&victim_fields, b"secret"),
+        ),
+        (
+            "a plain value planted",
+            b"secret".to_vec(),
+            [&[0x01u8, 0xa3][..], b"sly"].concat(),
+        ),
     ];
     for (what, name, value) in edits {
         let _: () = conn.hset(&attacker_key, &name, &value).await.expect("HSET");
         let refused = manager.stats().records_refused.load(Ordering::Relaxed);
         let (_, body) = send(&app, "/whoami", Some(&attacker)).await;
         assert_eq!(body, "|", "{what}: the edited record must be refused");
-        assert_eq!(manager.stats().records_refused.load(Ordering::Relaxed), refused + 1, "{what}");
+        assert_eq!(
+            manager.stats().records_refused.load(Ordering::Relaxed),
+            refused + 1,
+            "{what}"
+        );
         restore(&mut conn, &attacker_key, &genuine).await;
-        assert_eq!(send(&app, "/whoami", Some(&attacker)).await.1, "mallory|secret of mallory", "{what}");
+        assert_eq!(
+            send(&app, "/whoami", Some(&attacker)).await.1,
+            "mallory|secret of mallory",
+            "{what}"
+        );
     }
-    assert_eq!(send(&app, "/whoami", Some(&victim)).await.1, "alice|secret of alice");
+    assert_eq!(
+        send(&app, "/whoami", Some(&victim)).await.1,
+        "alice|secret of alice"
+    );
 }
 
 #[tokio::test]
@@ -155,14 +198,23 @@ async fn plaintext_records_in_redis_are_refused_unless_migrating() {
 
     restore(&mut conn, &key, &stored).await;
     let migrating = manager(&server, encrypted().with_plaintext_migration(true)).await;
-    assert_eq!(send(&app(&migrating), "/whoami", Some(&cookie)).await.1, "ada|secret of ada");
+    assert_eq!(
+        send(&app(&migrating), "/whoami", Some(&cookie)).await.1,
+        "ada|secret of ada"
+    );
     let upgraded = hash(&mut conn, &key).await;
-    assert!(upgraded.iter().any(|(f, _)| f == b"_mooring.auth"), "the migration added the MAC");
+    assert!(
+        upgraded.iter().any(|(f, _)| f == b"_mooring.auth"),
+        "the migration added the MAC"
+    );
     assert!(
         !upgraded.iter().any(|(_, v)| v.windows(6).any(|w| w == b"secret")),
         "and sealed the value"
     );
     let strict = manager(&server, encrypted()).await;
-    assert_eq!(send(&app(&strict), "/whoami", Some(&cookie)).await.1, "ada|secret of ada");
+    assert_eq!(
+        send(&app(&strict), "/whoami", Some(&cookie)).await.1,
+        "ada|secret of ada"
+    );
     assert_eq!(strict.stats().records_refused.load(Ordering::Relaxed), 0);
 }

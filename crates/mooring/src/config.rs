@@ -183,7 +183,10 @@ impl SessionConfig {
                 return Err(CookieRuleError::HostWithDomain(name.into_owned()));
             }
             if self.path != "/" {
-                return Err(CookieRuleError::HostWithPath(name.into_owned(), self.path.clone()));
+                return Err(CookieRuleError::HostWithPath(
+                    name.into_owned(),
+                    self.path.clone(),
+                ));
             }
         } else if name.starts_with(SECURE_PREFIX) && !self.secure {
             return Err(CookieRuleError::NotSecure(name.into_owned()));

@@ -279,7 +279,12 @@ impl Keys {
         let id = SessionId::decode(id_text)?;
         let body = URL_SAFE_NO_PAD.decode(body_text).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag_text).ok()?;
-        if self.current.pre_tag(&id, &body).verify_truncated_left(&tag).is_ok() {
+        if self
+            .current
+            .pre_tag(&id, &body)
+            .verify_truncated_left(&tag)
+            .is_ok()
+        {
             return Some((id, body, false));
         }
         self.previous
@@ -322,7 +327,13 @@ impl Keys {
     }
 
     /// Encrypts a value for attribute `name` of the session stored under `key`, binding the record identity.
-    pub(crate) fn seal(&self, key: &StoreKey, name: &str, identity: &RecordIdentity<'_>, plain: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        identity: &RecordIdentity<'_>,
+        plain: &[u8],
+    ) -> Vec<u8> {
         self.seal_with(SEALED_V2, &aad_v2(key, name, identity), plain)
     }
 
@@ -339,10 +350,7 @@ impl Keys {
         let sealed = self
             .current
             .cipher()
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload { msg: plain, aad },
-            )
+            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad })
             .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
         out.push(tag);
@@ -460,18 +468,35 @@ mod tests {
         };
         let sealed = k.seal(&sk, "n", &who, b"42");
         assert_eq!(sealed[0], SEALED_V2);
-        assert_eq!(k.open_v2(&sk, "n", &who, &sealed[1..]).as_deref(), Some(&b"42"[..]));
+        assert_eq!(
+            k.open_v2(&sk, "n", &who, &sealed[1..]).as_deref(),
+            Some(&b"42"[..])
+        );
         for other in [
-            RecordIdentity { user: Some("eve"), ..who },
+            RecordIdentity {
+                user: Some("eve"),
+                ..who
+            },
             RecordIdentity { user: None, ..who },
             RecordIdentity { deadline: 3, ..who },
         ] {
             assert_eq!(k.open_v2(&sk, "n", &other, &sealed[1..]), None, "{other:?}");
         }
-        assert_eq!(k.open(&sk, "n", &sealed[1..]), None, "a V2 value never opens as V1");
+        assert_eq!(
+            k.open(&sk, "n", &sealed[1..]),
+            None,
+            "a V2 value never opens as V1"
+        );
         let mac = k.record_mac(&sk, &who);
         assert!(k.verify_record(&sk, &who, &mac));
-        assert!(!k.verify_record(&sk, &RecordIdentity { user: Some("eve"), ..who }, &mac));
+        assert!(!k.verify_record(
+            &sk,
+            &RecordIdentity {
+                user: Some("eve"),
+                ..who
+            },
+            &mac
+        ));
         assert!(!k.verify_record(&SessionId::generate().store_key(), &who, &mac));
         assert!(!k.verify_record(&sk, &who, &mac[..20]));
     }
@@ -482,7 +507,11 @@ mod tests {
         let id = SessionId::generate();
         let pre = k.sign_pre(&id, b"body");
         assert_eq!(k.verify_pre(&pre), Some((id.clone(), b"body".to_vec(), false)));
-        assert_eq!(k.verify(&pre), None, "a pre-session cookie is not a stored-session cookie");
+        assert_eq!(
+            k.verify(&pre),
+            None,
+            "a pre-session cookie is not a stored-session cookie"
+        );
         let stored = k.sign(&id);
         assert_eq!(k.verify_pre(&format!("p.{stored}")), None);
         // The body is authenticated.
@@ -493,7 +522,10 @@ mod tests {
         assert!(!k.verify_csrf(&SessionId::generate(), &token));
         assert!(!k.verify_csrf(&id, ""));
         assert!(!k.verify_csrf(&id, &token[..20]));
-        assert!(keys(B, &[A]).verify_csrf(&id, &token), "a rotated key keeps open forms valid");
+        assert!(
+            keys(B, &[A]).verify_csrf(&id, &token),
+            "a rotated key keeps open forms valid"
+        );
     }
 
     #[test]

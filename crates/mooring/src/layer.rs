@@ -86,7 +86,10 @@ impl Shared {
                 .strip_prefix(b"\"")
                 .and_then(|r| r.strip_suffix(b"\""))
                 .unwrap_or(raw);
-            let Some(cookie) = std::str::from_utf8(raw).ok().and_then(|text| self.verify_cookie(text)) else {
+            let Some(cookie) = std::str::from_utf8(raw)
+                .ok()
+                .and_then(|text| self.verify_cookie(text))
+            else {
                 rejected = true;
                 continue;
             };

@@ -413,14 +413,18 @@ impl Session {
             }
             match self.open_value(key, name, &identity, stored) {
                 Some((_, true)) if config.encrypt && !config.plaintext_migration => {
-                    return Err(Refusal::Unauthenticated("a value is not sealed with its identity"));
+                    return Err(Refusal::Unauthenticated(
+                        "a value is not sealed with its identity",
+                    ));
                 }
                 Some((plain, old)) => {
                     legacy |= old && config.encrypt;
                     attrs.insert(name.clone(), plain);
                 }
                 None if config.encrypt => {
-                    return Err(Refusal::Unauthenticated("a value does not open under its identity"));
+                    return Err(Refusal::Unauthenticated(
+                        "a value does not open under its identity",
+                    ));
                 }
                 None => {
                     bump(&self.shared.stats.values_undecodable);
@@ -465,29 +469,31 @@ impl Session {
                 .timed(StoreOp::Load, shared.store.load(&key, &shared.policy()))
                 .await
             {
-                Ok(Some(loaded)) if loaded.record.deadline > now_ms() => match self.open_record(&key, &loaded.record) {
-                    Ok((attrs, legacy)) => {
-                        bump(&shared.stats.loads_hit);
-                        st.attrs = attrs;
-                        st.id = Some(id);
-                        st.version = Some(loaded.version);
-                        st.created_at = loaded.record.created_at;
-                        st.deadline = loaded.record.deadline;
-                        st.user = loaded.record.user;
-                        st.loaded = true;
-                        if legacy {
-                            // Accepted under the migration setting: reseal every value and add the MAC.
-                            st.needs_auth = true;
-                            st.set = st.attrs.keys().cloned().collect();
+                Ok(Some(loaded)) if loaded.record.deadline > now_ms() => {
+                    match self.open_record(&key, &loaded.record) {
+                        Ok((attrs, legacy)) => {
+                            bump(&shared.stats.loads_hit);
+                            st.attrs = attrs;
+                            st.id = Some(id);
+                            st.version = Some(loaded.version);
+                            st.created_at = loaded.record.created_at;
+                            st.deadline = loaded.record.deadline;
+                            st.user = loaded.record.user;
+                            st.loaded = true;
+                            if legacy {
+                                // Accepted under the migration setting: reseal every value and add the MAC.
+                                st.needs_auth = true;
+                                st.set = st.attrs.keys().cloned().collect();
+                            }
+                            return Ok(());
                         }
-                        return Ok(());
+                        Err(Refusal::Unauthenticated(why)) => {
+                            bump(&shared.stats.records_refused);
+                            tracing::warn!(session = %key.fingerprint(), reason = why, "unauthenticated session record refused");
+                            st.corrupt = Some(key);
+                        }
                     }
-                    Err(Refusal::Unauthenticated(why)) => {
-                        bump(&shared.stats.records_refused);
-                        tracing::warn!(session = %key.fingerprint(), reason = why, "unauthenticated session record refused");
-                        st.corrupt = Some(key);
-                    }
-                },
+                }
                 Ok(Some(_)) => bump(&shared.stats.loads_expired),
                 Ok(None) => bump(&shared.stats.loads_miss),
                 Err(Error::Corrupt(detail)) => {
@@ -512,7 +518,13 @@ impl Session {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         );
-        record.encoded_len() + st.attrs.len().saturating_sub(1) * overhead + name.len() + len + overhead + 8 + auth
+        record.encoded_len()
+            + st.attrs.len().saturating_sub(1) * overhead
+            + name.len()
+            + len
+            + overhead
+            + 8
+            + auth
     }
 
     fn put(&self, st: &mut State, name: &str, plain: Vec<u8>) -> Result<()> {
@@ -579,7 +591,10 @@ impl Session {
             // this request creates one.
             st.pre_flashes.push(message.into());
             let dropped = bound_flashes(&mut st.pre_flashes);
-            self.shared.stats.flashes_dropped.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+            self.shared
+                .stats
+                .flashes_dropped
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
             st.pre_changed = true;
             return Ok(());
         }
@@ -720,19 +735,21 @@ impl Session {
         // A record that is not authentic is left out, as a load would refuse it.
         Ok(listed
             .into_iter()
-            .filter_map(|(key, loaded)| Some(SessionInfo {
-                fingerprint: key.fingerprint(),
-                current: Some(&key) == current.as_ref(),
-                created_at: loaded.record.created_at,
-                last_seen: loaded
-                    .expires_at
-                    .saturating_sub(idle)
-                    .clamp(loaded.record.created_at, now),
-                attrs: match self.open_record(&key, &loaded.record) {
-                    Ok((attrs, _)) => attrs,
-                    Err(_) => return None,
-                },
-            }))
+            .filter_map(|(key, loaded)| {
+                Some(SessionInfo {
+                    fingerprint: key.fingerprint(),
+                    current: Some(&key) == current.as_ref(),
+                    created_at: loaded.record.created_at,
+                    last_seen: loaded
+                        .expires_at
+                        .saturating_sub(idle)
+                        .clamp(loaded.record.created_at, now),
+                    attrs: match self.open_record(&key, &loaded.record) {
+                        Ok((attrs, _)) => attrs,
+                        Err(_) => return None,
+                    },
+                })
+            })
             .collect())
     }
 

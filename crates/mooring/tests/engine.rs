@@ -653,7 +653,11 @@ async fn an_anonymous_visitor_with_a_form_and_a_flash_costs_no_store_call() {
 
     // The same page again with that cookie: the same token, and no new cookie.
     let res = send(&f.app, "/form", Some(&cookie)).await;
-    assert_eq!(set_cookie(&res), None, "a fresh pre-session cookie is not re-sent");
+    assert_eq!(
+        set_cookie(&res),
+        None,
+        "a fresh pre-session cookie is not re-sent"
+    );
     assert_eq!(form(res).await.0, token);
 
     // A failing form: the token is accepted, the flash message rides in the cookie.
@@ -663,12 +667,26 @@ async fn an_anonymous_visitor_with_a_form_and_a_flash_costs_no_store_call() {
     let res = send(&f.app, "/form", Some(&cookie)).await;
     let cookie = pair(&set_cookie(&res).expect("read messages are removed from the cookie"));
     let (again, flashes) = form(res).await;
-    assert_eq!((again.as_str(), flashes.as_str()), (token.as_str(), "wrong password"));
-    assert_eq!(form(send(&f.app, "/form", Some(&cookie)).await).await.1, "", "read once");
+    assert_eq!(
+        (again.as_str(), flashes.as_str()),
+        (token.as_str(), "wrong password")
+    );
+    assert_eq!(
+        form(send(&f.app, "/form", Some(&cookie)).await).await.1,
+        "",
+        "read once"
+    );
 
     // Forged tokens and cookie-less posts fail.
-    for (cookie, token) in [(Some(cookie.as_str()), "x"), (Some(cookie.as_str()), ""), (None, token.as_str())] {
-        assert_eq!(post(&f.app, "/submit", cookie, token).await.status(), StatusCode::FORBIDDEN);
+    for (cookie, token) in [
+        (Some(cookie.as_str()), "x"),
+        (Some(cookie.as_str()), ""),
+        (None, token.as_str()),
+    ] {
+        assert_eq!(
+            post(&f.app, "/submit", cookie, token).await.status(),
+            StatusCode::FORBIDDEN
+        );
     }
     let other = pair(&set_cookie(&send(&f.app, "/form", None).await).expect("cookie"));
     assert_eq!(
@@ -692,9 +710,15 @@ async fn a_flash_after_sign_out_rides_in_a_cookie_not_a_record() {
     let res = send(&f.app, "/logout", Some(&cookie)).await;
     let fresh = pair(&set_cookie(&res).expect("a pre-session cookie carries the flash"));
     assert!(fresh.starts_with("sid=p."), "{fresh}");
-    assert!(f.store.inner.keys().is_empty(), "the record is deleted and none is created");
+    assert!(
+        f.store.inner.keys().is_empty(),
+        "the record is deleted and none is created"
+    );
     let before = f.store.calls.load(Ordering::SeqCst);
-    assert_eq!(body(send(&f.app, "/flashes", Some(&fresh)).await).await, "signed out");
+    assert_eq!(
+        body(send(&f.app, "/flashes", Some(&fresh)).await).await,
+        "signed out"
+    );
     assert_eq!(f.store.calls.load(Ordering::SeqCst), before);
 }
 
@@ -717,14 +741,29 @@ async fn a_pre_session_promoted_to_a_record_keeps_its_token_and_its_flashes() {
     assert_eq!(f.store.inner.keys().len(), 1);
     let res = send(&f.app, "/form", Some(&stored)).await;
     assert_eq!(set_cookie(&res), None);
-    assert_eq!(form(res).await, (token.clone(), "wrong password".to_owned()), "token kept, flash moved");
-    assert_eq!(post(&f.app, "/submit", Some(&stored), &token).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        form(res).await,
+        (token.clone(), "wrong password".to_owned()),
+        "token kept, flash moved"
+    );
+    assert_eq!(
+        post(&f.app, "/submit", Some(&stored), &token).await.status(),
+        StatusCode::SEE_OTHER
+    );
     // Sign-in changes the id, and so the token.
     let signed_in = pair(&set_cookie(&send(&f.app, "/login", Some(&stored)).await).expect("rotation"));
-    assert_eq!(post(&f.app, "/submit", Some(&signed_in), &token).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        post(&f.app, "/submit", Some(&signed_in), &token).await.status(),
+        StatusCode::FORBIDDEN
+    );
     let (new_token, _) = form(send(&f.app, "/form", Some(&signed_in)).await).await;
     assert_ne!(new_token, token);
-    assert_eq!(post(&f.app, "/submit", Some(&signed_in), &new_token).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        post(&f.app, "/submit", Some(&signed_in), &new_token)
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
 }
 
 #[tokio::test]
@@ -766,16 +805,31 @@ async fn several_session_cookies_in_one_request_mean_no_session() {
         assert_eq!(set_cookie(&res), None, "nothing is cleared");
         assert_eq!(body(res).await, "0", "neither session is used: {header}");
     }
-    assert_eq!(f.store.calls.load(Ordering::SeqCst), before, "ambiguity costs no store call");
+    assert_eq!(
+        f.store.calls.load(Ordering::SeqCst),
+        before,
+        "ambiguity costs no store call"
+    );
     assert_eq!(f.manager.stats().cookies_duplicate.load(Ordering::Relaxed), 2);
     // A pre-session cookie beside a stored one is just as ambiguous.
     let pre = pair(&set_cookie(&send(&f.app, "/form", None).await).expect("cookie"));
-    assert_eq!(body(send(&f.app, "/read", Some(&format!("{pre}; {mine}"))).await).await, "0");
+    assert_eq!(
+        body(send(&f.app, "/read", Some(&format!("{pre}; {mine}"))).await).await,
+        "0"
+    );
     assert_eq!(f.manager.stats().cookies_duplicate.load(Ordering::Relaxed), 3);
     // The same cookie twice, or beside forged ones, is not ambiguous.
     let forged = "sid=AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA";
-    for header in [format!("{mine}; {mine}"), format!("{forged}; {mine}"), format!("{mine}; {forged}")] {
-        assert_eq!(body(send(&f.app, "/read", Some(&header)).await).await, "1", "{header}");
+    for header in [
+        format!("{mine}; {mine}"),
+        format!("{forged}; {mine}"),
+        format!("{mine}; {forged}"),
+    ] {
+        assert_eq!(
+            body(send(&f.app, "/read", Some(&header)).await).await,
+            "1",
+            "{header}"
+        );
     }
     assert_eq!(f.manager.stats().cookies_duplicate.load(Ordering::Relaxed), 3);
 }
@@ -790,7 +844,10 @@ async fn a_non_ascii_byte_in_the_cookie_header_drops_only_its_own_pair() {
         [b"\xc3\x28=1;".as_slice(), mine.as_bytes(), b";z=\x80".as_slice()].concat(),
     ] {
         let req = Request::get("/read")
-            .header(header::COOKIE, http::HeaderValue::from_bytes(&bytes).expect("obs-text is allowed"))
+            .header(
+                header::COOKIE,
+                http::HeaderValue::from_bytes(&bytes).expect("obs-text is allowed"),
+            )
             .body(Body::empty())
             .expect("request");
         let res = f.app.clone().oneshot(req).await.expect("infallible");
@@ -798,7 +855,10 @@ async fn a_non_ascii_byte_in_the_cookie_header_drops_only_its_own_pair() {
     }
     // Our own cookie with a non-UTF-8 value is rejected, and counted, without a panic.
     let req = Request::get("/read")
-        .header(header::COOKIE, http::HeaderValue::from_bytes(b"sid=\xff\xff").expect("bytes"))
+        .header(
+            header::COOKIE,
+            http::HeaderValue::from_bytes(b"sid=\xff\xff").expect("bytes"),
+        )
         .body(Body::empty())
         .expect("request");
     let res = f.app.clone().oneshot(req).await.expect("infallible");
@@ -808,11 +868,17 @@ async fn a_non_ascii_byte_in_the_cookie_header_drops_only_its_own_pair() {
 
 #[tokio::test]
 async fn host_prefixed_cookies_follow_the_browser_rules() {
-    let secure = SessionConfig::default().with_cookie_name("app").with_host_prefix(true);
+    let secure = SessionConfig::default()
+        .with_cookie_name("app")
+        .with_host_prefix(true);
     assert_eq!(secure.effective_cookie_name(), "__Host-app");
     assert_eq!(secure.validate(), Ok(()));
     let plain_http = secure.clone().with_secure(false);
-    assert_eq!(plain_http.effective_cookie_name(), "app", "no prefix without Secure");
+    assert_eq!(
+        plain_http.effective_cookie_name(),
+        "app",
+        "no prefix without Secure"
+    );
     assert_eq!(plain_http.validate(), Ok(()));
     assert!(matches!(
         secure.clone().with_domain(Some("example.com".into())).validate(),
@@ -822,10 +888,21 @@ async fn host_prefixed_cookies_follow_the_browser_rules() {
         secure.clone().with_path("/app").validate(),
         Err(mooring::CookieRuleError::HostWithPath(..))
     ));
-    let explicit = SessionConfig::default().with_cookie_name("__Host-x").with_secure(false);
-    assert!(matches!(explicit.validate(), Err(mooring::CookieRuleError::NotSecure(_))));
+    let explicit = SessionConfig::default()
+        .with_cookie_name("__Host-x")
+        .with_secure(false);
+    assert!(matches!(
+        explicit.validate(),
+        Err(mooring::CookieRuleError::NotSecure(_))
+    ));
     let secure_prefix = SessionConfig::default().with_cookie_name("__Secure-x");
-    assert_eq!(secure_prefix.clone().with_domain(Some("example.com".into())).validate(), Ok(()));
+    assert_eq!(
+        secure_prefix
+            .clone()
+            .with_domain(Some("example.com".into()))
+            .validate(),
+        Ok(())
+    );
     assert!(matches!(
         secure_prefix.with_secure(false).validate(),
         Err(mooring::CookieRuleError::NotSecure(_))
@@ -840,6 +917,9 @@ async fn host_prefixed_cookies_follow_the_browser_rules() {
     let unprefixed = pair(&cookie).replacen("__Host-app", "app", 1);
     assert_eq!(body(send(&f.app, "/read", Some(&unprefixed)).await).await, "0");
 }
+
+/// A change an attacker makes to a stored record.
+type Edit = Box<dyn Fn(&mut Record)>;
 
 fn encrypted(migrate: bool) -> SessionConfig {
     SessionConfig::default()
@@ -857,7 +937,13 @@ fn policy() -> Policy {
 
 /// Loads the raw record behind a cookie (as the store holds it, values sealed).
 async fn raw(store: &Switch, key: &StoreKey) -> Record {
-    store.inner.load(key, &policy()).await.expect("load").expect("record").record
+    store
+        .inner
+        .load(key, &policy())
+        .await
+        .expect("load")
+        .expect("record")
+        .record
 }
 
 /// The store key of the only record created by the request that set `cookie`.
@@ -875,33 +961,54 @@ async fn an_edited_encrypted_record_is_refused() {
     let victim = pair(&set_cookie(&res).expect("cookie"));
     send(&f.app, "/set/secret/victim-value", Some(&victim)).await;
     let victim_key = only_key(&f.store);
-    assert_eq!(body(send(&f.app, "/get/secret", Some(&victim)).await).await, "victim-value");
+    assert_eq!(
+        body(send(&f.app, "/get/secret", Some(&victim)).await).await,
+        "victim-value"
+    );
     let original = raw(&f.store, &victim_key).await;
     assert!(original.attrs.contains_key("_mooring.auth"));
     // Another session, whose value an attacker copies over.
     let other = pair(&set_cookie(&send(&f.app, "/set/secret/other-value", None).await).expect("cookie"));
-    let other_key = f.store.inner.keys().into_iter().find(|k| *k != victim_key).expect("two");
+    let other_key = f
+        .store
+        .inner
+        .keys()
+        .into_iter()
+        .find(|k| *k != victim_key)
+        .expect("two");
     let other_record = raw(&f.store, &other_key).await;
 
-    let edits: Vec<(&str, Box<dyn Fn(&mut Record)>)> = vec![
-        ("user changed", Box::new(|r: &mut Record| r.user = Some("admin".into()))),
+    let edits: Vec<(&str, Edit)> = vec![
+        (
+            "user changed",
+            Box::new(|r: &mut Record| r.user = Some("admin".into())),
+        ),
         ("signed out", Box::new(|r: &mut Record| r.user = None)),
-        ("deadline extended", Box::new(|r: &mut Record| r.deadline += 86_400_000)),
+        (
+            "deadline extended",
+            Box::new(|r: &mut Record| r.deadline += 86_400_000),
+        ),
         ("created moved", Box::new(|r: &mut Record| r.created_at -= 1)),
-        ("identity MAC removed", Box::new(|r: &mut Record| {
-            r.attrs.remove("_mooring.auth");
-        })),
+        (
+            "identity MAC removed",
+            Box::new(|r: &mut Record| {
+                r.attrs.remove("_mooring.auth");
+            }),
+        ),
         ("value swapped from another session", {
             let swapped = other_record.attrs["secret"].clone();
             Box::new(move |r: &mut Record| {
                 r.attrs.insert("secret".into(), swapped.clone());
             })
         }),
-        ("plain value planted", Box::new(|r: &mut Record| {
-            let mut v = vec![0x01];
-            v.extend(rmp_serde_like_string("planted"));
-            r.attrs.insert("secret".into(), v);
-        })),
+        (
+            "plain value planted",
+            Box::new(|r: &mut Record| {
+                let mut v = vec![0x01];
+                v.extend(rmp_serde_like_string("planted"));
+                r.attrs.insert("secret".into(), v);
+            }),
+        ),
     ];
     for (what, edit) in edits {
         let mut edited = original.clone();
@@ -911,12 +1018,22 @@ async fn an_edited_encrypted_record_is_refused() {
         let res = send(&f.app, "/get/secret", Some(&victim)).await;
         assert_eq!(res.status(), StatusCode::OK, "{what}");
         assert_eq!(body(res).await, "", "{what}: the record must be refused");
-        assert_eq!(f.manager.stats().records_refused.load(Ordering::Relaxed), refused + 1, "{what}");
+        assert_eq!(
+            f.manager.stats().records_refused.load(Ordering::Relaxed),
+            refused + 1,
+            "{what}"
+        );
     }
     // The untouched original still reads (each refusal deleted the record: put it back).
     put_raw(&f.store, &victim_key, &original).await;
-    assert_eq!(body(send(&f.app, "/get/secret", Some(&victim)).await).await, "victim-value");
-    assert_eq!(body(send(&f.app, "/get/secret", Some(&other)).await).await, "other-value");
+    assert_eq!(
+        body(send(&f.app, "/get/secret", Some(&victim)).await).await,
+        "victim-value"
+    );
+    assert_eq!(
+        body(send(&f.app, "/get/secret", Some(&other)).await).await,
+        "other-value"
+    );
 }
 
 /// Writes a record as is under `key`, as someone with write access to the store could.
@@ -946,26 +1063,37 @@ async fn plaintext_records_are_refused_with_encryption_unless_migrating() {
         let app = Router::new()
             .route(
                 "/get/{name}",
-                get(|s: Session, axum::extract::Path(name): axum::extract::Path<String>| async move {
-                    Ok::<_, Error>(s.get::<String>(&name).await?.unwrap_or_default())
-                }),
+                get(
+                    |s: Session, axum::extract::Path(name): axum::extract::Path<String>| async move {
+                        Ok::<_, Error>(s.get::<String>(&name).await?.unwrap_or_default())
+                    },
+                ),
             )
             .layer(manager.layer());
         (manager, app)
     };
     let (strict, strict_app) = app_with(encrypted(false));
-    assert_eq!(body(send(&strict_app, "/get/secret", Some(&cookie)).await).await, "");
+    assert_eq!(
+        body(send(&strict_app, "/get/secret", Some(&cookie)).await).await,
+        ""
+    );
     assert_eq!(strict.stats().records_refused.load(Ordering::Relaxed), 1);
 
     put_raw(&f.store, &key, &plain).await;
     let (migrating, migrating_app) = app_with(encrypted(true));
-    assert_eq!(body(send(&migrating_app, "/get/secret", Some(&cookie)).await).await, "plain-value");
+    assert_eq!(
+        body(send(&migrating_app, "/get/secret", Some(&cookie)).await).await,
+        "plain-value"
+    );
     assert_eq!(migrating.stats().records_refused.load(Ordering::Relaxed), 0);
     // The load upgraded the record: sealed, with its identity MAC, so it reads without the migration too.
     let upgraded = raw(&f.store, &key).await;
     assert!(upgraded.attrs.contains_key("_mooring.auth"));
     assert!(!upgraded.attrs["secret"].windows(11).any(|w| w == b"plain-value"));
     let (strict, strict_app) = app_with(encrypted(false));
-    assert_eq!(body(send(&strict_app, "/get/secret", Some(&cookie)).await).await, "plain-value");
+    assert_eq!(
+        body(send(&strict_app, "/get/secret", Some(&cookie)).await).await,
+        "plain-value"
+    );
     assert_eq!(strict.stats().records_refused.load(Ordering::Relaxed), 0);
 }
