@@ -319,6 +319,7 @@ async fn a_load_never_leaves_the_ttl_past_the_deadline() {
     let policy = Policy {
         idle: Duration::from_secs(600),
         max_record_bytes: 4096,
+        max_sessions_per_user: None,
     };
     let key = SessionId::generate().store_key();
     let skey = store.session_key(&key);
