@@ -354,7 +354,11 @@ impl SqlStore {
             .await
             .map_err(db)?
             .rows_affected();
-        tracing::debug!(evicted, cap = cap.get(), "user session cap: oldest sessions deleted");
+        tracing::debug!(
+            evicted,
+            cap = cap.get(),
+            "user session cap: oldest sessions deleted"
+        );
         Ok(())
     }
 }

@@ -93,9 +93,17 @@ async fn a_sign_in_beyond_the_cap_signs_the_oldest_session_out() {
         cookies.push(sign_in(&app, "ada").await);
     }
     let other = sign_in(&app, "grace").await;
-    assert_eq!(whoami(&app, &cookies[0]).await, "", "the oldest session was signed out");
+    assert_eq!(
+        whoami(&app, &cookies[0]).await,
+        "",
+        "the oldest session was signed out"
+    );
     for cookie in &cookies[1..] {
-        assert_eq!(whoami(&app, cookie).await, "ada", "the three newest stay signed in");
+        assert_eq!(
+            whoami(&app, cookie).await,
+            "ada",
+            "the three newest stay signed in"
+        );
     }
     assert_eq!(get_with(&app, "/count", Some(&cookies[3])).await.0, "3");
     assert_eq!(get_with(&app, "/listed", Some(&cookies[3])).await.0, "3");
@@ -135,9 +143,7 @@ async fn zero_removes_the_cap() {
 #[tokio::test]
 async fn the_default_cap_is_twenty_and_signed_out_visitors_count_nothing() {
     assert_eq!(
-        SessionConfig::default()
-            .max_sessions_per_user()
-            .map(|n| n.get()),
+        SessionConfig::default().max_sessions_per_user().map(|n| n.get()),
         Some(20)
     );
     let app = app(SessionConfig::default());
