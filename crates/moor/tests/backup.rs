@@ -22,6 +22,7 @@ fn policy() -> Policy {
     Policy {
         idle: Duration::from_secs(600),
         max_record_bytes: 4096,
+        max_sessions_per_user: None,
     }
 }
 
@@ -254,7 +255,7 @@ async fn sessions_come_back_after_every_key_is_lost() {
         assert_eq!(loaded.version, if i % 3 == 0 { 2 } else { 1 });
     }
     let mut ada: Vec<StoreKey> = store
-        .list_user("ada")
+        .list_user("ada", 100)
         .await
         .expect("list")
         .into_iter()
@@ -369,7 +370,7 @@ async fn a_cluster_backup_reads_every_master_and_restores_by_slot() {
         assert_eq!(loaded.record.attrs, record.attrs);
     }
     assert_eq!(
-        store.list_user("grace").await.expect("list").len(),
+        store.list_user("grace", 100).await.expect("list").len(),
         5,
         "the user index is back"
     );

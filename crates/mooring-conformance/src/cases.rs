@@ -4,6 +4,7 @@
 //! keys on its own clock and cannot be handed a fake one.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,13 +12,17 @@ use mooring::{Applied, Delta, Error, Policy, Record, SessionId, SessionStore, St
 
 use crate::Harness;
 
-/// The policy most cases use: a long idle timeout and a 4 KiB record limit.
+/// The policy most cases use: a long idle timeout, a 4 KiB record limit and no per-user cap.
 fn policy() -> Policy {
     Policy {
         idle: Duration::from_secs(600),
         max_record_bytes: 4096,
+        max_sessions_per_user: None,
     }
 }
+
+/// What the listing cases pass as `list_user`'s limit when they want every session.
+const ALL: usize = 1000;
 
 fn key() -> StoreKey {
     SessionId::generate().store_key()
@@ -47,7 +52,7 @@ async fn must_load(store: &dyn SessionStore, key: &StoreKey, policy: &Policy) ->
 
 /// The keys `list_user` gives for `user`, sorted; panics with `why` if the listing fails.
 async fn user_keys(store: &dyn SessionStore, user: &str, why: &str) -> Vec<StoreKey> {
-    let mut keys: Vec<StoreKey> = match store.list_user(user).await {
+    let mut keys: Vec<StoreKey> = match store.list_user(user, ALL).await {
         Ok(listed) => listed.into_iter().map(|(k, _)| k).collect(),
         Err(err) => panic!("{why}: {err:?}"),
     };
@@ -406,7 +411,7 @@ pub async fn user_index<H: Harness>(h: &H) {
         Applied::Saved { .. }
     ));
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let listed = store.list_user("alice").await.expect("list");
+    let listed = store.list_user("alice", ALL).await.expect("list");
     let mut alice: Vec<StoreKey> = listed.iter().map(|(k, _)| k.clone()).collect();
     alice.sort();
     let mut want = vec![keys[0].clone(), keys[1].clone()];
@@ -425,12 +430,12 @@ pub async fn user_index<H: Harness>(h: &H) {
     assert_eq!(alice, vec![keys[0].clone()], "only the kept session remains");
     must_be_gone(&*store, &keys[1], &policy(), "a revoked session").await;
     assert_eq!(
-        store.list_user("bob").await.expect("list").len(),
+        store.list_user("bob", ALL).await.expect("list").len(),
         1,
         "other users are untouched"
     );
     assert_eq!(store.delete_user("alice", None).await.expect("revoke all"), 1);
-    assert!(store.list_user("alice").await.expect("list").is_empty());
+    assert!(store.list_user("alice", ALL).await.expect("list").is_empty());
 }
 
 /// A user's record that cannot be decoded does not break the user index: a listing skips it, and revoking the
@@ -455,7 +460,7 @@ pub async fn user_index_skips_corrupt_records<H: Harness>(h: &H) {
         .await
         .expect("a corrupt record must not fail revocation");
     must_be_gone(&*store, &good, &policy(), "a revoked session").await;
-    assert!(store.list_user("carol").await.expect("list").is_empty());
+    assert!(store.list_user("carol", ALL).await.expect("list").is_empty());
 }
 
 /// A record whose bytes cannot be decoded is reported as corrupt, never as a panic or an empty session, and can
@@ -513,4 +518,257 @@ pub async fn size_limit<H: Harness>(h: &H) {
         "a refused delta writes nothing"
     );
     assert_eq!(loaded.version, 1);
+}
+
+/// A record of `user` created `age_ms` ago with a one-hour lifetime, so records made with decreasing ages
+/// order from oldest to newest by creation time and by deadline alike.
+fn aged(user: Option<&str>, age_ms: u64) -> Record {
+    let created_at = now_ms() - age_ms;
+    Record {
+        created_at,
+        deadline: created_at + 3_600_000,
+        user: user.map(str::to_owned),
+        attrs: [("n".to_owned(), vec![1])].into(),
+    }
+}
+
+fn sorted(keys: &[&StoreKey]) -> Vec<StoreKey> {
+    let mut keys: Vec<StoreKey> = keys.iter().map(|k| (*k).clone()).collect();
+    keys.sort();
+    keys
+}
+
+async fn count(store: &dyn SessionStore, user: &str) -> u64 {
+    match store.count_user(user).await {
+        Ok(n) => n,
+        Err(err) => panic!("count_user({user}) failed: {err:?}"),
+    }
+}
+
+fn sign_in(user: Option<&str>) -> Delta {
+    Delta {
+        user: Some(user.map(str::to_owned)),
+        ..Delta::default()
+    }
+}
+
+/// With a cap of n, attaching an (n+1)th session to a user deletes the user's oldest session: its record is
+/// gone (a load finds nothing), the listing has n. Attaching by a delta (signing in an anonymous session)
+/// counts too, and the attached session itself is kept even when it is the oldest. Other users are untouched,
+/// and without a cap nothing is evicted.
+pub async fn user_cap_evicts_the_oldest<H: Harness>(h: &H) {
+    let store = h.store();
+    let capped = Policy {
+        max_sessions_per_user: NonZeroU32::new(3),
+        ..policy()
+    };
+    let keys: Vec<StoreKey> = (0..4).map(|_| key()).collect();
+    let bystander = key();
+    store
+        .create(&bystander, &aged(Some("frank"), 90_000), &capped)
+        .await
+        .expect("create another user's session");
+    // Created 40, 30 and 20 seconds ago: keys[0] is the oldest.
+    for (i, k) in keys.iter().take(3).enumerate() {
+        store
+            .create(k, &aged(Some("erin"), 40_000 - 10_000 * i as u64), &capped)
+            .await
+            .expect("create");
+    }
+    assert_eq!(
+        user_keys(&*store, "erin", "list").await,
+        sorted(&[&keys[0], &keys[1], &keys[2]]),
+        "at the cap nothing is evicted"
+    );
+    store
+        .create(&keys[3], &aged(Some("erin"), 10_000), &capped)
+        .await
+        .expect("create beyond the cap");
+    must_be_gone(&*store, &keys[0], &capped, "the oldest session beyond the cap").await;
+    assert_eq!(
+        user_keys(&*store, "erin", "list").await,
+        sorted(&[&keys[1], &keys[2], &keys[3]]),
+        "the cap holds after a create"
+    );
+    assert_eq!(count(&*store, "erin").await, 3);
+    if let Some(entries) = h.index_entries("erin").await {
+        assert_eq!(entries, 3, "the evicted session leaves the index");
+    }
+
+    // An anonymous session older than all of them signs in: it stays, the oldest other one goes.
+    let late = key();
+    store
+        .create(&late, &aged(None, 60_000), &capped)
+        .await
+        .expect("create anonymous");
+    assert!(matches!(
+        store
+            .apply(&late, &sign_in(Some("erin")), &capped)
+            .await
+            .expect("apply"),
+        Applied::Saved { .. }
+    ));
+    assert_eq!(
+        must_load(&*store, &late, &capped).await.record.user.as_deref(),
+        Some("erin"),
+        "the session being signed in is never the one evicted"
+    );
+    must_be_gone(
+        &*store,
+        &keys[1],
+        &capped,
+        "the oldest other session after a sign-in",
+    )
+    .await;
+    assert_eq!(
+        user_keys(&*store, "erin", "list").await,
+        sorted(&[&keys[2], &keys[3], &late]),
+        "the cap holds after a delta that sets the user"
+    );
+    assert_eq!(
+        user_keys(&*store, "frank", "list").await,
+        vec![bystander.clone()],
+        "another user's sessions are untouched"
+    );
+
+    // Without a cap, a fourth session evicts nothing.
+    let uncapped = key();
+    store
+        .create(&uncapped, &aged(Some("erin"), 5_000), &policy())
+        .await
+        .expect("create without a cap");
+    assert_eq!(count(&*store, "erin").await, 4, "no cap, no eviction");
+}
+
+/// Deleting a session (sign-out) removes it from the user index, not only the record: the listing and the
+/// count drop it, and a store with a separate index holds no entry for it.
+pub async fn delete_removes_the_index_entry<H: Harness>(h: &H) {
+    let store = h.store();
+    let (first, second) = (key(), key());
+    for k in [&first, &second] {
+        store
+            .create(k, &aged(Some("gail"), 1_000), &policy())
+            .await
+            .expect("create");
+    }
+    assert!(store.delete(&first).await.expect("delete"), "the record existed");
+    // Read the index before anything that lists or counts, since those drop stale members themselves.
+    if let Some(entries) = h.index_entries("gail").await {
+        assert_eq!(entries, 1, "delete removes the index entry, not only the record");
+    }
+    assert_eq!(user_keys(&*store, "gail", "list").await, vec![second.clone()]);
+    assert_eq!(count(&*store, "gail").await, 1);
+    assert!(store.delete(&second).await.expect("delete"));
+    if let Some(entries) = h.index_entries("gail").await {
+        assert_eq!(entries, 0, "an index emptied by deletes holds nothing");
+    }
+    assert_eq!(count(&*store, "gail").await, 0);
+}
+
+/// `count_user` counts a user's live sessions: not other users', not anonymous ones, not one past its idle
+/// timeout, and it follows sign-in, sign-out and delete.
+pub async fn count_user_counts_live_sessions<H: Harness>(h: &H) {
+    let store = h.store();
+    let short = Policy {
+        idle: Duration::from_millis(1500),
+        ..policy()
+    };
+    let (a, b, idle, other, anon) = (key(), key(), key(), key(), key());
+    for k in [&a, &b] {
+        store
+            .create(k, &aged(Some("hana"), 1_000), &policy())
+            .await
+            .expect("create");
+    }
+    store
+        .create(&other, &aged(Some("ivan"), 1_000), &policy())
+        .await
+        .expect("create");
+    store
+        .create(&anon, &aged(None, 1_000), &policy())
+        .await
+        .expect("create");
+    store
+        .create(&idle, &aged(Some("hana"), 1_000), &short)
+        .await
+        .expect("create");
+    assert_eq!(count(&*store, "hana").await, 3);
+    assert_eq!(count(&*store, "ivan").await, 1);
+    assert_eq!(count(&*store, "nobody").await, 0);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        count(&*store, "hana").await,
+        2,
+        "a session past its idle timeout is not counted"
+    );
+    assert!(matches!(
+        store
+            .apply(&b, &sign_in(None), &policy())
+            .await
+            .expect("sign out"),
+        Applied::Saved { .. }
+    ));
+    assert_eq!(
+        count(&*store, "hana").await,
+        1,
+        "a signed-out session is not counted"
+    );
+    assert!(matches!(
+        store
+            .apply(&anon, &sign_in(Some("hana")), &policy())
+            .await
+            .expect("sign in"),
+        Applied::Saved { .. }
+    ));
+    assert_eq!(count(&*store, "hana").await, 2, "a signed-in session is counted");
+    assert!(store.delete(&a).await.expect("delete"));
+    assert_eq!(
+        count(&*store, "hana").await,
+        1,
+        "a deleted session is not counted"
+    );
+}
+
+/// `list_user` returns at most its limit, newest first, and skips sessions that ended early instead of
+/// returning fewer than it could.
+pub async fn listing_is_bounded_newest_first<H: Harness>(h: &H) {
+    let store = h.store();
+    let keys: Vec<StoreKey> = (0..5).map(|_| key()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        store
+            .create(k, &aged(Some("jo"), 50_000 - 10_000 * i as u64), &policy())
+            .await
+            .expect("create");
+    }
+    // The newest of all, but it idles out before the listing.
+    let short = Policy {
+        idle: Duration::from_millis(1000),
+        ..policy()
+    };
+    let idle = key();
+    store
+        .create(&idle, &aged(Some("jo"), 1_000), &short)
+        .await
+        .expect("create");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let listed = |limit: usize| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_user("jo", limit)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(2).await,
+        vec![keys[4].clone(), keys[3].clone()],
+        "the two newest live sessions, newest first"
+    );
+    assert!(listed(0).await.is_empty(), "a limit of 0 lists nothing");
+    let all: Vec<StoreKey> = keys.iter().rev().cloned().collect();
+    assert_eq!(listed(ALL).await, all, "every live session, newest first");
 }

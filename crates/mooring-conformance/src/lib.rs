@@ -29,6 +29,13 @@ pub trait Harness: Send + Sync + 'static {
     /// Overwrites the stored record of `key` with bytes that cannot be decoded as a record, the way a bug, a
     /// foreign writer or a damaged backup would. The record must exist.
     async fn corrupt(&self, key: &StoreKey);
+
+    /// How many entries the store's user index holds for `user`, live or stale, read from the backend
+    /// itself, for stores that keep the index apart from the records (Redis: the sorted set's `ZCARD`).
+    /// `None` (the default) for stores whose records are the index (SQL, memory).
+    async fn index_entries(&self, _user: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// Expands to one `#[tokio::test]` per conformance case. `$harness` is an expression (it may use `.await`)
@@ -40,7 +47,8 @@ macro_rules! conformance_suite {
             round_trip, load_slides_idle_expiry, idle_expiry, absolute_deadline, deltas_only_touch_their_attributes,
             concurrent_writers_keep_their_attributes, compare_and_set, create_refuses_existing_key,
             apply_to_missing_record, id_rotation, invalidation, user_index, user_index_skips_corrupt_records,
-            corrupt_record, size_limit);
+            corrupt_record, size_limit, user_cap_evicts_the_oldest, delete_removes_the_index_entry,
+            count_user_counts_live_sessions, listing_is_bounded_newest_first);
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
         $(

@@ -45,8 +45,9 @@ return 1
 
 /// Applies a delta. ARGV: now, now + idle, expected version ('' for none), max bytes, user op ('' keep, '-'
 /// clear, '=<user>' set), number of pairs n, n field/value pairs, then fields to delete.
-/// Returns {1, new version, previous user or ''}, {0} missing, {-1, current version} conflict,
-/// {-2} malformed record, {-3, size} too large.
+/// Returns {1, new version, previous user or '', deadline}, {0} missing, {-1, current version} conflict,
+/// {-2} malformed record, {-3, size} too large. The deadline comes back so that a sign-in can index the
+/// session without reading it again.
 ///
 /// Times travel as the decimal strings the client formats, and the metadata is rewritten by replacing only
 /// its version bytes: Lua converts no number to text on the common path (that conversion, and the Lua work
@@ -94,13 +95,25 @@ end
 local e = ARGV[2]
 if tonumber(e) > d then e = d end
 redis.call('PEXPIREAT', KEYS[1], e)
-return {1, v + 1, olduser or ''}
+return {1, v + 1, olduser or '', d}
 ";
 
 /// Deletes a session only if it still belongs to the user: 1 deleted, 0 not.
 const DELETE_IF_USER: &str = r"
 if redis.call('HGET', KEYS[1], '@u') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+";
+
+/// Deletes a session and returns who it belonged to, so the caller can drop it from that user's index (a
+/// separate key, hence a separate request on Cluster): {1, user or nil} deleted, {0} nothing there. A key of
+/// another type (a foreign or damaged value) is deleted too, with no user.
+const DELETE: &str = r"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return {0} end
+local u = false
+if t == 'hash' then u = redis.call('HGET', KEYS[1], '@u') end
+redis.call('DEL', KEYS[1])
+return {1, u}
 ";
 
 /// Reads a session and its absolute expiry without touching it: `{pexpiretime, {field, value, ...}}`.
@@ -113,6 +126,7 @@ pub(crate) struct Scripts {
     pub(crate) create: Script,
     pub(crate) apply: Script,
     pub(crate) delete_if_user: Script,
+    pub(crate) delete: Script,
     pub(crate) peek: Script,
 }
 
@@ -122,13 +136,20 @@ impl Scripts {
             create: Script::new(CREATE),
             apply: Script::new(&format!("{META}{APPLY}")),
             delete_if_user: Script::new(DELETE_IF_USER),
+            delete: Script::new(DELETE),
             peek: Script::new(PEEK),
         }
     }
 
     /// `SCRIPT LOAD`s every script (on Cluster, redis-rs sends it to every master).
     pub(crate) async fn load(&self, conn: &mut impl redis::aio::ConnectionLike) -> Result<()> {
-        for script in [&self.create, &self.apply, &self.delete_if_user, &self.peek] {
+        for script in [
+            &self.create,
+            &self.apply,
+            &self.delete_if_user,
+            &self.delete,
+            &self.peek,
+        ] {
             script.prepare_invoke().load_async(conn).await?;
         }
         Ok(())

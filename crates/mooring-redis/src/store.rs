@@ -8,12 +8,19 @@
 //!   field gives compare-and-set. A hash was chosen over a versioned blob with a Lua compare-and-set because
 //!   it needs no retries under contention and writes only the changed bytes.
 //! - The user index is a sorted set at `<prefix>u:<user>`: members are store keys, scores their absolute
-//!   deadlines (which never change, unlike idle expiries). Every index write trims members past their
+//!   deadlines (which never change, unlike idle expiries; a deadline is the creation time plus the absolute
+//!   lifetime, so the lowest score is the oldest session). Every index write trims members past their
 //!   deadline and keeps the set's own TTL at its latest deadline, so the index cleans itself without
-//!   keyspace notifications or cron. Members whose session ended early (idle timeout, sign-out, revocation)
-//!   are dropped when a listing finds their hash gone or owned by someone else.
+//!   keyspace notifications or cron. A delete (sign-out, id rotation) removes its member. Members whose
+//!   session idled out are dropped when a count, a listing or a sign-in beyond the cap finds their hash gone
+//!   or owned by someone else.
+//! - **The per-user cap.** The index write of a sign-in also reads the set's size (`ZCARD`, same pipeline).
+//!   Only when it exceeds the cap does the store read the members, check which are still the user's
+//!   (`HGET @u`, one request each), delete the oldest live ones beyond the cap (their hashes, each only if it
+//!   still belongs to the user) and drop them from the set. The session signing in is never evicted.
 //! - No operation spans two keys in one command or script, so everything works on Redis Cluster: the index
-//!   update after a sign-in is a second request, sent only when the user changes.
+//!   update after a sign-in, and the index removal after a delete, are second requests, sent only when a
+//!   user is involved.
 //!
 //! # Round trips
 //!
@@ -22,7 +29,9 @@
 //! | load (read + slide the TTL) | 1 (`HGETALL` + `PEXPIREAT`, pipelined); +1 in a session's last idle window, to cap the TTL at the deadline |
 //! | create | 1 (`EVALSHA create` + `WAIT`, pipelined); +1 when created signed in |
 //! | apply (delta) | 1 (`EVALSHA apply` + `WAIT`); +1 when the user changes |
-//! | delete | 1 (`DEL` + `WAIT`) |
+//! | delete | 1 (`EVALSHA delete` + `WAIT`); +1 (`ZREM`) when the session had a user |
+//! | count_user | 2 (`ZRANGEBYSCORE`, then one `HGET @u` per member, concurrently) |
+//! | sign-in beyond the cap | +3 (`ZRANGEBYSCORE`; `HGET @u` per member; `EVALSHA delete_if_user` per evicted session), +1 `ZREM` |
 //!
 //! so a read-modify-write request costs 2 and a new session 1.
 
@@ -237,14 +246,16 @@ impl RedisStore {
             .await
     }
 
-    /// Adds `key` to the user's index (and trims it), removing it from `old`'s if that was another user.
+    /// Adds `key` to the user's index (and trims it), removing it from `old`'s if that was another user, then
+    /// enforces the policy's per-user cap.
     async fn index(
         &self,
         key: &StoreKey,
         user: Option<&str>,
         old: Option<&str>,
         deadline: u64,
-    ) -> Result<()> {
+        policy: &Policy,
+    ) -> mooring::Result<()> {
         if let Some(old) = old.filter(|o| Some(*o) != user) {
             let mut pipe = redis::pipe();
             pipe.cmd("ZREM").arg(self.user_key(old)).arg(key.as_str());
@@ -253,12 +264,123 @@ impl RedisStore {
         if let Some(user) = user {
             let ukey = self.user_key(user);
             let mut pipe = redis::pipe();
-            pipe.cmd("ZADD").arg(&ukey).arg(deadline).arg(key.as_str());
-            pipe.cmd("ZREMRANGEBYSCORE").arg(&ukey).arg("-inf").arg(now_ms());
-            pipe.cmd("PEXPIREAT").arg(&ukey).arg(deadline).arg("NX");
-            pipe.cmd("PEXPIREAT").arg(&ukey).arg(deadline).arg("GT");
-            self.run(&pipe, Retry::Safe, true).await?;
+            pipe.cmd("ZADD")
+                .arg(&ukey)
+                .arg(deadline)
+                .arg(key.as_str())
+                .ignore();
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(&ukey)
+                .arg("-inf")
+                .arg(now_ms())
+                .ignore();
+            pipe.cmd("PEXPIREAT").arg(&ukey).arg(deadline).arg("NX").ignore();
+            pipe.cmd("PEXPIREAT").arg(&ukey).arg(deadline).arg("GT").ignore();
+            if policy.max_sessions_per_user.is_some() {
+                pipe.cmd("ZCARD").arg(&ukey);
+            }
+            let values = self.run(&pipe, Retry::Safe, true).await?;
+            if let Some(cap) = policy.max_sessions_per_user {
+                let entries = values.first().map(int).transpose()?.unwrap_or(0);
+                if u64::try_from(entries).unwrap_or(0) > u64::from(cap.get()) {
+                    self.evict(key, user, policy).await?;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// The user a session belongs to, without loading it: `None` if it is gone or not a session.
+    async fn owner(&self, key: &StoreKey) -> mooring::Result<Option<String>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET").arg(self.session_key(key)).arg("@u");
+        match self
+            .run(&pipe, Retry::Safe, false)
+            .await
+            .map_err(mooring::Error::from)
+        {
+            Ok(mut values) => match values.pop() {
+                None | Some(Value::Nil) => Ok(None),
+                Some(value) => Ok(String::from_utf8(bytes(value)?).ok()),
+            },
+            // A key of another type holds no session.
+            Err(mooring::Error::Corrupt(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Splits index members into those still `user`'s sessions and stale ones (idled out, deleted, or now
+    /// another user's), keeping their order. One `HGET` per member, all in flight at once.
+    async fn still_owned(
+        &self,
+        user: &str,
+        members: Vec<StoreKey>,
+    ) -> mooring::Result<(Vec<StoreKey>, Vec<StoreKey>)> {
+        let owners = join_all(members.iter().map(|k| self.owner(k))).await;
+        let (mut live, mut stale) = (Vec::new(), Vec::new());
+        for (key, owner) in members.into_iter().zip(owners) {
+            if owner?.as_deref() == Some(user) {
+                live.push(key);
+            } else {
+                stale.push(key);
+            }
+        }
+        Ok((live, stale))
+    }
+
+    /// Removes members from a user's index. Best effort: a stale member is skipped by every reader, and the
+    /// set trims it at its deadline anyway.
+    async fn unindex(&self, user: &str, keys: &[StoreKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        let cmd = pipe.cmd("ZREM").arg(self.user_key(user));
+        for key in keys {
+            cmd.arg(key.as_str());
+        }
+        if let Err(err) = self.run(&pipe, Retry::Never, false).await {
+            tracing::debug!(%err, "could not drop members from a user's session index");
+        }
+    }
+
+    /// Deletes `user`'s oldest live sessions other than `attached` until the policy's cap holds, and drops
+    /// them and any stale members from the index.
+    async fn evict(&self, attached: &StoreKey, user: &str, policy: &Policy) -> mooring::Result<()> {
+        // Ascending by score: the oldest first.
+        let members: Vec<StoreKey> = self
+            .members(user, false, 0, None)
+            .await?
+            .into_iter()
+            .filter(|k| k != attached)
+            .collect();
+        let (live, mut gone) = self.still_owned(user, members).await?;
+        let doomed = &live[..policy.evictions(live.len())];
+        let deletions = join_all(doomed.iter().map(|key| async move {
+            let mut cmd = evalsha(&self.inner.scripts.delete_if_user, &self.session_key(key));
+            cmd.arg(user);
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd);
+            match self
+                .run(&pipe, Retry::Safe, true)
+                .await
+                .map_err(mooring::Error::from)
+            {
+                Ok(_) | Err(mooring::Error::Corrupt(_)) => Ok(()),
+                Err(err) => Err(err),
+            }
+        }))
+        .await;
+        for done in deletions {
+            done?;
+        }
+        tracing::debug!(
+            evicted = doomed.len(),
+            stale = gone.len(),
+            "user session cap: oldest sessions deleted"
+        );
+        gone.extend_from_slice(doomed);
+        self.unindex(user, &gone).await;
         Ok(())
     }
 
@@ -286,13 +408,31 @@ impl RedisStore {
         }))
     }
 
-    /// The user index's members still within their deadline.
-    async fn members(&self, user: &str) -> Result<Vec<StoreKey>> {
+    /// The user index's members still within their deadline, oldest or newest first, from `offset`, at most
+    /// `count` of them (`None`: all).
+    async fn members(
+        &self,
+        user: &str,
+        newest_first: bool,
+        offset: usize,
+        count: Option<usize>,
+    ) -> Result<Vec<StoreKey>> {
         let mut pipe = redis::pipe();
-        pipe.cmd("ZRANGEBYSCORE")
-            .arg(self.user_key(user))
-            .arg(now_ms())
-            .arg("+inf");
+        let now = now_ms();
+        let cmd = if newest_first {
+            pipe.cmd("ZREVRANGEBYSCORE")
+                .arg(self.user_key(user))
+                .arg("+inf")
+                .arg(now)
+        } else {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(self.user_key(user))
+                .arg(now)
+                .arg("+inf")
+        };
+        if let Some(count) = count {
+            cmd.arg("LIMIT").arg(offset).arg(count);
+        }
         let mut values = self.run(&pipe, Retry::Safe, false).await?;
         let members = array(values.pop().ok_or_else(|| shape("empty reply"))?)?;
         members
@@ -400,7 +540,7 @@ impl SessionStore for RedisStore {
             other => return Err(shape(format!("bad create reply {other:?}")).into()),
         }
         if record.user.is_some() {
-            self.index(key, record.user.as_deref(), None, record.deadline)
+            self.index(key, record.user.as_deref(), None, record.deadline, policy)
                 .await?;
         }
         Ok(())
@@ -454,9 +594,14 @@ impl SessionStore for RedisStore {
                         .transpose()?
                         .and_then(|b| String::from_utf8(b).ok());
                     let old = old.filter(|o| !o.is_empty());
-                    let loaded = self.peek(key).await?;
-                    let deadline = loaded.map_or(now_ms(), |l| l.record.deadline);
-                    self.index(key, user.as_deref(), old.as_deref(), deadline).await?;
+                    let deadline = reply
+                        .get(3)
+                        .map(int)
+                        .transpose()?
+                        .and_then(|d| u64::try_from(d).ok())
+                        .ok_or_else(|| shape("no deadline"))?;
+                    self.index(key, user.as_deref(), old.as_deref(), deadline, policy)
+                        .await?;
                 }
                 Ok(Applied::Saved { version })
             }
@@ -478,43 +623,72 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, key: &StoreKey) -> mooring::Result<bool> {
         let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(self.session_key(key));
-        let values = self.run(&pipe, Retry::Safe, true).await?;
-        Ok(values.first().map(int).transpose()? == Some(1))
+        pipe.add_command(evalsha(&self.inner.scripts.delete, &self.session_key(key)));
+        let mut values = self.run(&pipe, Retry::Safe, true).await?;
+        if self.inner.wait.is_some() {
+            values.pop();
+        }
+        let mut reply = array(values.pop().ok_or_else(|| shape("empty reply"))?)?.into_iter();
+        let deleted = reply.next().as_ref().map(int).transpose()? == Some(1);
+        let user = match reply.next() {
+            None | Some(Value::Nil) => None,
+            Some(value) => String::from_utf8(bytes(value)?).ok(),
+        };
+        if let Some(user) = user {
+            self.unindex(&user, std::slice::from_ref(key)).await;
+        }
+        Ok(deleted)
     }
 
-    async fn list_user(&self, user: &str) -> mooring::Result<Vec<(StoreKey, Loaded)>> {
-        let members = self.members(user).await?;
-        let peeks = join_all(members.iter().map(|k| self.peek(k))).await;
+    async fn list_user(&self, user: &str, limit: usize) -> mooring::Result<Vec<(StoreKey, Loaded)>> {
         let mut live = Vec::new();
         let mut stale = Vec::new();
-        for (key, peeked) in members.into_iter().zip(peeks) {
-            match peeked.map_err(mooring::Error::from) {
-                Ok(Some(loaded)) if loaded.record.user.as_deref() == Some(user) => live.push((key, loaded)),
-                Ok(_) => stale.push(key),
-                // Not a session of this user's any more: a load reports it as corrupt.
-                Err(mooring::Error::Corrupt(detail)) => {
-                    tracing::warn!(session = %key.fingerprint(), %detail, "corrupt session record left out of a user's sessions");
-                    stale.push(key);
+        let mut offset = 0;
+        // Page through the index newest first until `limit` live sessions are found: members that ended early
+        // do not make the listing shorter than it could be.
+        while live.len() < limit {
+            let want = limit - live.len();
+            let members = self.members(user, true, offset, Some(want)).await?;
+            let fetched = members.len();
+            let peeks = join_all(members.iter().map(|k| self.peek(k))).await;
+            for (key, peeked) in members.into_iter().zip(peeks) {
+                match peeked.map_err(mooring::Error::from) {
+                    Ok(Some(loaded)) if loaded.record.user.as_deref() == Some(user) => {
+                        live.push((key, loaded))
+                    }
+                    Ok(_) => stale.push(key),
+                    // Not a session of this user's any more: a load reports it as corrupt.
+                    Err(mooring::Error::Corrupt(detail)) => {
+                        tracing::warn!(session = %key.fingerprint(), %detail, "corrupt session record left out of a user's sessions");
+                        stale.push(key);
+                    }
+                    Err(err) => return Err(err),
                 }
-                Err(err) => return Err(err),
             }
-        }
-        if !stale.is_empty() {
-            let mut pipe = redis::pipe();
-            let cmd = pipe.cmd("ZREM").arg(self.user_key(user));
-            for key in &stale {
-                cmd.arg(key.as_str());
+            if fetched < want {
+                break;
             }
-            // Best effort: a stale member is skipped by every listing anyway.
-            let _ = self.run(&pipe, Retry::Never, false).await;
+            offset += fetched;
         }
+        self.unindex(user, &stale).await;
         Ok(live)
+    }
+
+    /// Counts the members within their deadline whose hash still belongs to the user, so a session that idled
+    /// out (its hash expired, its member not yet trimmed) is not counted; those members are dropped.
+    async fn count_user(&self, user: &str) -> mooring::Result<u64> {
+        let members = self.members(user, false, 0, None).await?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let (live, stale) = self.still_owned(user, members).await?;
+        self.unindex(user, &stale).await;
+        Ok(live.len() as u64)
     }
 
     async fn delete_user(&self, user: &str, keep: Option<&StoreKey>) -> mooring::Result<u64> {
         let members: Vec<StoreKey> = self
-            .members(user)
+            .members(user, false, 0, None)
             .await?
             .into_iter()
             .filter(|k| Some(k) != keep)

@@ -73,6 +73,10 @@ impl RedisHarness {
     }
 
     async fn raw(&self, cmd: &redis::Cmd) {
+        let () = self.raw_query(cmd).await;
+    }
+
+    async fn raw_query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
         let url = match &self.servers {
             Servers::Standalone(server) => server.url(),
             Servers::Sentinel(topology) => format!("redis://{}", topology.current_master().await),
@@ -86,8 +90,7 @@ impl RedisHarness {
                 )
                 .expect("cluster client");
                 let mut conn = client.get_async_connection().await.expect("cluster connection");
-                let () = cmd.query_async(&mut conn).await.expect("raw command");
-                return;
+                return cmd.query_async(&mut conn).await.expect("raw command");
             }
         };
         let mut conn = redis::Client::open(url)
@@ -95,7 +98,7 @@ impl RedisHarness {
             .get_multiplexed_async_connection()
             .await
             .expect("connect");
-        let () = cmd.query_async(&mut conn).await.expect("raw command");
+        cmd.query_async(&mut conn).await.expect("raw command")
     }
 }
 
@@ -112,6 +115,14 @@ impl Harness for RedisHarness {
         self.raw(redis::cmd("DEL").arg(&redis_key)).await;
         self.raw(redis::cmd("SET").arg(&redis_key).arg("not a session"))
             .await;
+    }
+
+    /// The members of the user's sorted set, live or stale, as Redis itself reports them.
+    async fn index_entries(&self, user: &str) -> Option<u64> {
+        Some(
+            self.raw_query(redis::cmd("ZCARD").arg(self.store.user_key(user)))
+                .await,
+        )
     }
 }
 

@@ -27,6 +27,7 @@ fn policy() -> Policy {
     Policy {
         idle: Duration::from_secs(600),
         max_record_bytes: 64 * 1024,
+        max_sessions_per_user: None,
     }
 }
 

@@ -39,20 +39,33 @@ fn app(manager: &SessionManager) -> Router {
                 Ok::<_, Error>("in")
             }),
         )
+        .route(
+            "/logout",
+            get(|s: Session| async move {
+                s.invalidate().await;
+                Ok::<_, Error>("out")
+            }),
+        )
+        .route(
+            "/count",
+            get(|s: Session| async move { Ok::<_, Error>(s.user_session_count().await?.to_string()) }),
+        )
         .layer(manager.layer())
 }
 
 async fn setup() -> (RedisServer, RedisStore, SessionManager, MultiplexedConnection) {
+    setup_with(SessionConfig::default()).await
+}
+
+async fn setup_with(
+    config: SessionConfig,
+) -> (RedisServer, RedisStore, SessionManager, MultiplexedConnection) {
     let server = mooring_conformance::redis::standalone(Options::default()).await;
     let store = RedisStore::connect(RedisConfig::new(Topology::Standalone { url: server.url() }))
         .await
         .expect("connect");
     let keys = Keys::new(b"footprint test secret of 32+ bytes!!", &[]).expect("keys");
-    let manager = SessionManager::new(
-        Arc::new(store.clone()),
-        keys,
-        SessionConfig::default().with_cookie_name("id"),
-    );
+    let manager = SessionManager::new(Arc::new(store.clone()), keys, config.with_cookie_name("id"));
     let conn = server.connect().await;
     (server, store, manager, conn)
 }
@@ -224,6 +237,123 @@ async fn a_read_is_one_round_trip_a_write_two_and_a_new_session_one() {
     );
 }
 
+/// Signing in (a delta that sets the user) is three round trips: the load, the apply script (which returns
+/// the deadline the index needs) and the index update, whose pipeline also reads the set's size for the
+/// per-user cap. Signing out is two: the delete script, which returns the user, then `ZREM` on the index.
+/// Counting reads the index and one `@u` field per member, never a session.
+#[tokio::test]
+async fn signing_in_is_three_round_trips_signing_out_two_and_counting_loads_no_session() {
+    let (_server, store, manager, mut conn) = setup().await;
+    let app = app(&manager);
+    let (_, cookie, _) = send(&app, "/incr", None).await;
+    let cookie = cookie.expect("cookie");
+    reset(&mut conn).await;
+    assert_eq!(send(&app, "/login", Some(&cookie)).await.2, "in");
+    assert_eq!(
+        cost(&mut conn).await,
+        (
+            3,
+            calls(&[
+                ("evalsha", 1),
+                ("hgetall", 2),
+                ("hset", 1),
+                ("pexpireat", 4),
+                ("zadd", 1),
+                ("zcard", 1),
+                ("zremrangebyscore", 1),
+            ])
+        ),
+        "load, apply script, index pipeline"
+    );
+    reset(&mut conn).await;
+    assert_eq!(send(&app, "/count", Some(&cookie)).await.2, "1");
+    assert_eq!(
+        cost(&mut conn).await,
+        (
+            3,
+            calls(&[
+                ("hget", 1),
+                ("hgetall", 1),
+                ("pexpireat", 1),
+                ("zrangebyscore", 1)
+            ])
+        ),
+        "the request's own load, then the index and one HGET @u per member"
+    );
+    reset(&mut conn).await;
+    assert_eq!(send(&app, "/logout", Some(&cookie)).await.2, "out");
+    assert_eq!(
+        cost(&mut conn).await,
+        (
+            2,
+            calls(&[("del", 1), ("evalsha", 1), ("hget", 1), ("type", 1), ("zrem", 1)])
+        ),
+        "the delete script, then ZREM on the index"
+    );
+    assert_eq!(
+        all_keys(&mut conn).await,
+        Vec::<String>::new(),
+        "signing out leaves neither the session nor its index behind: {}",
+        store.user_key("42")
+    );
+}
+
+/// Beyond the cap, a sign-in also reads the index, checks each member's owner, and deletes the oldest
+/// session: bounded by the cap, and only on that path.
+#[tokio::test]
+async fn a_sign_in_beyond_the_cap_deletes_the_oldest_session_in_four_more_round_trips() {
+    let (_server, store, manager, mut conn) =
+        setup_with(SessionConfig::default().with_max_sessions_per_user(2)).await;
+    let app = app(&manager);
+    let mut cookies = Vec::new();
+    for _ in 0..3 {
+        let (_, cookie, _) = send(&app, "/incr", None).await;
+        cookies.push(cookie.expect("cookie"));
+        // Creation times (and so deadlines) a few milliseconds apart order the sessions.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    send(&app, "/login", Some(&cookies[0])).await;
+    send(&app, "/login", Some(&cookies[1])).await;
+    reset(&mut conn).await;
+    send(&app, "/login", Some(&cookies[2])).await;
+    let (trips, commands) = cost(&mut conn).await;
+    // The two HGETs are sent at once on the multiplexed connection: Redis reads them in one read or two.
+    assert!(
+        (7..=8).contains(&trips),
+        "{trips} round trips: the usual three, then four steps"
+    );
+    assert_eq!(
+        commands,
+        calls(&[
+            ("del", 1),
+            ("evalsha", 2),
+            ("hget", 3),
+            ("hgetall", 2),
+            ("hset", 1),
+            ("pexpireat", 4),
+            ("zadd", 1),
+            ("zcard", 1),
+            ("zrangebyscore", 1),
+            ("zrem", 1),
+            ("zremrangebyscore", 1),
+        ]),
+        "the usual three, then ZRANGEBYSCORE, HGET @u per other member, the delete_if_user script, ZREM"
+    );
+    assert_eq!(
+        send(&app, "/read", Some(&cookies[0])).await.2,
+        "0",
+        "the oldest session is gone"
+    );
+    assert_eq!(send(&app, "/read", Some(&cookies[1])).await.2, "1");
+    assert_eq!(send(&app, "/count", Some(&cookies[2])).await.2, "2");
+    let members: u64 = redis::cmd("ZCARD")
+        .arg(store.user_key("42"))
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD");
+    assert_eq!(members, 2, "the evicted session left the index");
+}
+
 #[tokio::test]
 async fn bad_data_in_redis_reads_as_absent_is_counted_and_never_a_500() {
     let (_server, _store, manager, mut conn) = setup().await;
@@ -319,6 +449,7 @@ async fn a_load_never_leaves_the_ttl_past_the_deadline() {
     let policy = Policy {
         idle: Duration::from_secs(600),
         max_record_bytes: 4096,
+        max_sessions_per_user: None,
     };
     let key = SessionId::generate().store_key();
     let skey = store.session_key(&key);

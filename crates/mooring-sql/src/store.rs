@@ -14,6 +14,14 @@
 //! change, on every dialect, without holding row locks across round trips. A delta with an expected version
 //! does not retry: a changed version is reported as [`Applied::Conflict`].
 //!
+//! # The user index is the `user_id` column
+//!
+//! Counting and listing a user's sessions are indexed queries on `user_id`, and deleting a row removes its
+//! index entry with it. A write that attaches a session to a user then enforces the per-user cap with one
+//! indexed `SELECT` (the newest session that must go, if any: the cap-th newest of the user's other live
+//! sessions) and, only when there is one, one `DELETE` of it and everything older. The two statements are not
+//! one transaction: a session created meanwhile is newer than the cut, so it is never the one deleted.
+//!
 //! # Sliding expiry costs a write only when it matters
 //!
 //! [`SqlStore::load`] reads the row, then pushes its expiry forward only when the new expiry is at least
@@ -60,6 +68,9 @@ struct Queries {
     update: Arc<str>,
     delete_live: Arc<str>,
     list_user: Arc<str>,
+    count_user: Arc<str>,
+    cap_cut: Arc<str>,
+    evict_from: Arc<str>,
     delete_user: Arc<str>,
     delete_expired_batch: Arc<str>,
     overwrite_raw: Arc<str>,
@@ -107,7 +118,23 @@ impl Queries {
             )),
             list_user: render(format!(
                 "SELECT {k}, version, expires_at, data FROM mooring_sessions \
-                 WHERE user_id = ? AND expires_at > ? AND deadline > ?"
+                 WHERE user_id = ? AND expires_at > ? AND deadline > ? \
+                 ORDER BY deadline DESC, created_at DESC, {k} DESC LIMIT ?"
+            )),
+            count_user: render(
+                "SELECT COUNT(*) FROM mooring_sessions WHERE user_id = ? AND expires_at > ? AND deadline > ?"
+                    .to_owned(),
+            ),
+            // The newest of the user's other live sessions that the cap leaves no room for (OFFSET cap - 1).
+            cap_cut: render(format!(
+                "SELECT deadline, created_at, {k} FROM mooring_sessions \
+                 WHERE user_id = ? AND {k} <> ? AND expires_at > ? AND deadline > ? \
+                 ORDER BY deadline DESC, created_at DESC, {k} DESC LIMIT 1 OFFSET ?"
+            )),
+            // That session and every older one of the user but the attached one, in the listing's order.
+            evict_from: render(format!(
+                "DELETE FROM mooring_sessions WHERE user_id = ? AND {k} <> ? AND (deadline < ? \
+                 OR (deadline = ? AND (created_at < ? OR (created_at = ? AND {k} <= ?))))"
             )),
             delete_user: render(format!(
                 "DELETE FROM mooring_sessions WHERE user_id = ? AND {k} <> ? AND expires_at > ? AND deadline > ?"
@@ -256,6 +283,14 @@ impl SqlStore {
         Ok(done.rows_affected() > 0)
     }
 
+    /// After a created record: enforces the per-user cap if it has a user.
+    async fn attached(&self, key: &StoreKey, user: Option<&str>, policy: &Policy) -> mooring::Result<()> {
+        match user {
+            Some(user) => self.enforce_cap(key, user, policy).await,
+            None => Ok(()),
+        }
+    }
+
     async fn select_live(&self, key: &StoreKey, now: u64) -> mooring::Result<Option<LiveRow>> {
         let row = sqlx::query(AssertSqlSafe(self.queries.select_live.clone()))
             .bind(key.as_str())
@@ -283,6 +318,47 @@ impl SqlStore {
             .bind(bytes)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+}
+
+impl SqlStore {
+    /// Deletes `user`'s oldest live sessions other than `attached` until the policy's cap holds.
+    async fn enforce_cap(&self, attached: &StoreKey, user: &str, policy: &Policy) -> mooring::Result<()> {
+        let Some(cap) = policy.max_sessions_per_user else {
+            return Ok(());
+        };
+        let now = to_db(now_ms());
+        let cut = sqlx::query(AssertSqlSafe(self.queries.cap_cut.clone()))
+            .bind(user)
+            .bind(attached.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(i64::from(cap.get() - 1))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(cut) = cut else { return Ok(()) };
+        let deadline: i64 = cut.try_get(0).map_err(db)?;
+        let created_at: i64 = cut.try_get(1).map_err(db)?;
+        let key: String = cut.try_get(2).map_err(db)?;
+        let evicted = sqlx::query(AssertSqlSafe(self.queries.evict_from.clone()))
+            .bind(user)
+            .bind(attached.as_str())
+            .bind(deadline)
+            .bind(deadline)
+            .bind(created_at)
+            .bind(created_at)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        tracing::debug!(
+            evicted,
+            cap = cap.get(),
+            "user session cap: oldest sessions deleted"
+        );
         Ok(())
     }
 }
@@ -329,7 +405,7 @@ impl SessionStore for SqlStore {
         let now = now_ms();
         let expires_at = policy.expires_at(now, record.deadline);
         match self.insert(key, record, &bytes, expires_at).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return self.attached(key, record.user.as_deref(), policy).await,
             Err(err) if is_unique_violation(&err) => {}
             Err(err) => return Err(db(err)),
         }
@@ -345,7 +421,7 @@ impl SessionStore for SqlStore {
             return Err(Error::Conflict);
         }
         match self.insert(key, record, &bytes, expires_at).await {
-            Ok(()) => Ok(()),
+            Ok(()) => self.attached(key, record.user.as_deref(), policy).await,
             Err(err) if is_unique_violation(&err) => Err(Error::Conflict),
             Err(err) => Err(db(err)),
         }
@@ -377,6 +453,9 @@ impl SessionStore for SqlStore {
                 .await
                 .map_err(db)?;
             if updated.rows_affected() > 0 {
+                if let Some(Some(user)) = &delta.user {
+                    self.enforce_cap(key, user, policy).await?;
+                }
                 return Ok(Applied::Saved {
                     version: row.version + 1,
                 });
@@ -401,12 +480,13 @@ impl SessionStore for SqlStore {
         Ok(deleted.rows_affected() > 0)
     }
 
-    async fn list_user(&self, user: &str) -> mooring::Result<Vec<(StoreKey, Loaded)>> {
+    async fn list_user(&self, user: &str, limit: usize) -> mooring::Result<Vec<(StoreKey, Loaded)>> {
         let now = to_db(now_ms());
         let rows = sqlx::query(AssertSqlSafe(self.queries.list_user.clone()))
             .bind(user)
             .bind(now)
             .bind(now)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
@@ -433,6 +513,19 @@ impl SessionStore for SqlStore {
             out.push((key, loaded));
         }
         Ok(out)
+    }
+
+    async fn count_user(&self, user: &str) -> mooring::Result<u64> {
+        let now = to_db(now_ms());
+        let row = sqlx::query(AssertSqlSafe(self.queries.count_user.clone()))
+            .bind(user)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let live: i64 = row.try_get(0).map_err(db)?;
+        Ok(from_db(live))
     }
 
     async fn delete_user(&self, user: &str, keep: Option<&StoreKey>) -> mooring::Result<u64> {

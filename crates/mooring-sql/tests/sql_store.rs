@@ -16,6 +16,7 @@ fn policy() -> Policy {
     Policy {
         idle: Duration::from_secs(600),
         max_record_bytes: 64 * 1024,
+        max_sessions_per_user: None,
     }
 }
 
@@ -385,7 +386,7 @@ async fn keys_are_case_sensitive(backend: Backend) {
         .await
         .expect("create upper: a different key");
     assert_eq!(
-        store.list_user("alice").await.expect("list").len(),
+        store.list_user("alice", 100).await.expect("list").len(),
         1,
         "user ids are compared exactly"
     );
@@ -592,7 +593,7 @@ async fn postgres_outage_is_an_honest_store_error() {
         other => panic!("an apply to a stopped database must be a store error, got {other:?}"),
     }
     assert!(store.ping().await.is_err(), "ping reports the outage");
-    assert!(store.list_user("carol").await.is_err());
+    assert!(store.list_user("carol", 100).await.is_err());
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "failures are prompt: {:?}",
@@ -674,6 +675,6 @@ async fn in_memory_sqlite_keeps_its_data() {
         store.apply(&k, &set("a", b"1"), &policy()).await.expect("apply"),
         Applied::Saved { version: 2 }
     );
-    assert_eq!(store.list_user("dora").await.expect("list").len(), 1);
+    assert_eq!(store.list_user("dora", 100).await.expect("list").len(), 1);
     assert!(store.load(&k, &policy()).await.expect("load").is_some());
 }

@@ -1,5 +1,6 @@
 //! Session and cookie settings.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// The cookie's `SameSite` attribute.
@@ -44,6 +45,7 @@ pub struct SessionConfig {
     pub(crate) max_record_bytes: usize,
     pub(crate) max_cookie_header_bytes: usize,
     pub(crate) store_timeout: Duration,
+    pub(crate) max_sessions_per_user: Option<NonZeroU32>,
 }
 
 impl Default for SessionConfig {
@@ -62,6 +64,7 @@ impl Default for SessionConfig {
             max_record_bytes: 64 * 1024,
             max_cookie_header_bytes: 16 * 1024,
             store_timeout: Duration::from_secs(2),
+            max_sessions_per_user: NonZeroU32::new(20),
         }
     }
 }
@@ -148,6 +151,20 @@ impl SessionConfig {
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
         self
+    }
+
+    /// The most live sessions one user may have (default 20; 0 removes the cap). Signing a session in beyond
+    /// it signs the user's oldest other sessions out (their records are deleted), as Spring Session's
+    /// `maximumSessions` does; the session signing in is never the one evicted. The cap also bounds
+    /// [`Session::user_sessions`](crate::Session::user_sessions).
+    pub fn with_max_sessions_per_user(mut self, max: u32) -> Self {
+        self.max_sessions_per_user = NonZeroU32::new(max);
+        self
+    }
+
+    /// The per-user session cap, `None` when there is none.
+    pub fn max_sessions_per_user(&self) -> Option<NonZeroU32> {
+        self.max_sessions_per_user
     }
 
     /// The cookie name as configured (see [`SessionConfig::effective_cookie_name`] for the name sent).

@@ -3,6 +3,9 @@
 //! It keeps each record in the binary record format, exactly as a blob store would, so it exercises the codec
 //! and can be handed corrupt bytes by tests. Expired records are dropped when touched and swept on every
 //! write that finds the map has grown past twice its size at the last sweep.
+//!
+//! The user index is the `user` of each entry: counting and listing scan the map, and the per-user cap is
+//! enforced under the same lock as the write that attaches a session, so it is exact.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +23,7 @@ struct Entry {
     version: u64,
     expires_at: u64,
     deadline: u64,
+    created_at: u64,
     user: Option<String>,
 }
 
@@ -74,6 +78,26 @@ fn decode(entry: &Entry) -> Result<Record> {
     Record::decode(&entry.bytes).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
+impl Map {
+    /// Deletes `user`'s oldest live sessions other than `attached` until the policy's cap holds.
+    fn enforce_cap(&mut self, attached: &StoreKey, user: &str, policy: &Policy, now: u64) {
+        let mut others: Vec<(u64, u64, StoreKey)> = self
+            .entries
+            .iter()
+            .filter(|(key, e)| *key != attached && e.live(now) && e.user.as_deref() == Some(user))
+            .map(|(key, e)| (e.deadline, e.created_at, key.clone()))
+            .collect();
+        let evict = policy.evictions(others.len());
+        if evict == 0 {
+            return;
+        }
+        others.sort();
+        for (_, _, key) in others.into_iter().take(evict) {
+            self.entries.remove(&key);
+        }
+    }
+}
+
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn load(&self, key: &StoreKey, policy: &Policy) -> Result<Option<Loaded>> {
@@ -111,9 +135,13 @@ impl SessionStore for MemoryStore {
             version: 1,
             expires_at: policy.expires_at(now, record.deadline),
             deadline: record.deadline,
+            created_at: record.created_at,
             user: record.user.clone(),
         };
         map.entries.insert(key.clone(), entry);
+        if let Some(user) = &record.user {
+            map.enforce_cap(key, user, policy, now);
+        }
         Ok(())
     }
 
@@ -140,9 +168,11 @@ impl SessionStore for MemoryStore {
         entry.version += 1;
         entry.user = record.user;
         entry.expires_at = policy.expires_at(now, entry.deadline);
-        Ok(Applied::Saved {
-            version: entry.version,
-        })
+        let version = entry.version;
+        if let Some(Some(user)) = &delta.user {
+            map.enforce_cap(key, user, policy, now);
+        }
+        Ok(Applied::Saved { version })
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<bool> {
@@ -150,25 +180,43 @@ impl SessionStore for MemoryStore {
         Ok(self.lock().entries.remove(key).is_some_and(|e| e.live(now)))
     }
 
-    async fn list_user(&self, user: &str) -> Result<Vec<(StoreKey, Loaded)>> {
+    async fn list_user(&self, user: &str, limit: usize) -> Result<Vec<(StoreKey, Loaded)>> {
         let now = now_ms();
         let map = self.lock();
+        let mut mine: Vec<(&StoreKey, &Entry)> = map
+            .entries
+            .iter()
+            .filter(|(_, e)| e.live(now) && e.user.as_deref() == Some(user))
+            .collect();
+        mine.sort_by(|(ka, a), (kb, b)| (b.deadline, b.created_at, kb).cmp(&(a.deadline, a.created_at, ka)));
         let mut out = Vec::new();
-        for (key, entry) in &map.entries {
-            if entry.live(now) && entry.user.as_deref() == Some(user) {
-                // A record that cannot be decoded is no session to list (a load reports it as corrupt).
-                let Ok(record) = decode(entry) else { continue };
-                out.push((
-                    key.clone(),
-                    Loaded {
-                        record,
-                        version: entry.version,
-                        expires_at: entry.expires_at,
-                    },
-                ));
+        for (key, entry) in mine {
+            if out.len() >= limit {
+                break;
             }
+            // A record that cannot be decoded is no session to list (a load reports it as corrupt).
+            let Ok(record) = decode(entry) else { continue };
+            out.push((
+                key.clone(),
+                Loaded {
+                    record,
+                    version: entry.version,
+                    expires_at: entry.expires_at,
+                },
+            ));
         }
         Ok(out)
+    }
+
+    async fn count_user(&self, user: &str) -> Result<u64> {
+        let now = now_ms();
+        let map = self.lock();
+        let live = map
+            .entries
+            .values()
+            .filter(|e| e.live(now) && e.user.as_deref() == Some(user))
+            .count();
+        Ok(live as u64)
     }
 
     async fn delete_user(&self, user: &str, keep: Option<&StoreKey>) -> Result<u64> {

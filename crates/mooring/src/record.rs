@@ -18,6 +18,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The current binary record format.
@@ -96,9 +97,35 @@ pub struct Policy {
     pub idle: Duration,
     /// The largest record a store accepts, as measured by [`Record::encoded_len`].
     pub max_record_bytes: usize,
+    /// The most live sessions one user may have (`None`: no cap). When a write attaches a session to a user
+    /// (a create with a user, a delta that sets one) and the user then has more, the store deletes the user's
+    /// oldest other sessions, by [`Record::deadline`], until the cap holds. The session being attached is
+    /// never the one evicted: a sign-in must not sign itself out.
+    pub max_sessions_per_user: Option<NonZeroU32>,
+}
+
+impl Default for Policy {
+    /// The engine's defaults ([`SessionConfig::default`](crate::SessionConfig::default)): 120 minutes idle,
+    /// 64 KiB records, 20 sessions per user.
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(120 * 60),
+            max_record_bytes: 64 * 1024,
+            max_sessions_per_user: NonZeroU32::new(20),
+        }
+    }
 }
 
 impl Policy {
+    /// How many of a user's other live sessions a store must evict after attaching one more, when the user
+    /// has `others` live sessions besides the one attached.
+    pub fn evictions(&self, others: usize) -> usize {
+        match self.max_sessions_per_user {
+            None => 0,
+            Some(cap) => (others + 1).saturating_sub(cap.get() as usize),
+        }
+    }
+
     /// When a record touched `now` expires: the sliding idle expiry, capped by the absolute deadline.
     pub fn expires_at(&self, now: u64, deadline: u64) -> u64 {
         now.saturating_add(self.idle.as_millis() as u64).min(deadline)
@@ -381,8 +408,26 @@ mod tests {
         let p = Policy {
             idle: Duration::from_secs(60),
             max_record_bytes: 1024,
+            max_sessions_per_user: None,
         };
         assert_eq!(p.expires_at(1_000, 1_000_000), 61_000);
         assert_eq!(p.expires_at(1_000, 30_000), 30_000);
+    }
+
+    #[test]
+    fn evictions_make_room_for_the_attached_session() {
+        let capped = Policy {
+            max_sessions_per_user: NonZeroU32::new(3),
+            ..Policy::default()
+        };
+        assert_eq!(capped.evictions(0), 0);
+        assert_eq!(capped.evictions(2), 0, "two others and the new one make three");
+        assert_eq!(capped.evictions(3), 1);
+        assert_eq!(capped.evictions(10), 8);
+        let uncapped = Policy {
+            max_sessions_per_user: None,
+            ..capped
+        };
+        assert_eq!(uncapped.evictions(1000), 0);
     }
 }

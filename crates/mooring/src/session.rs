@@ -63,6 +63,9 @@ const AUTH_OVERHEAD: usize = AUTH.len() + 1 + 32 + 2;
 const FLASH: &str = "_flash";
 /// Bytes an encrypted value adds to a plain one (nonce + tag).
 const SEAL_OVERHEAD: usize = 24 + 16;
+/// The most sessions [`Session::user_sessions`] lists when there is no per-user cap, so a page listing them
+/// stays bounded.
+pub const UNCAPPED_LISTING_LIMIT: usize = 100;
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn SessionStore>,
@@ -76,6 +79,22 @@ impl Shared {
         Policy {
             idle: self.config.idle,
             max_record_bytes: self.config.max_record_bytes,
+            max_sessions_per_user: self.config.max_sessions_per_user,
+        }
+    }
+
+    /// The policy for creating a record: without the per-user cap when the record only replaces one of the
+    /// same user's (id rotation of a signed-in session, whose old record is deleted right after), since
+    /// counting both would evict one of the user's other sessions for nothing.
+    fn create_policy(&self, rotates_same_user: bool) -> Policy {
+        let policy = self.policy();
+        if rotates_same_user {
+            Policy {
+                max_sessions_per_user: None,
+                ..policy
+            }
+        } else {
+            policy
         }
     }
 
@@ -718,7 +737,9 @@ impl Session {
             .unwrap_or_default())
     }
 
-    /// The signed-in user's live sessions (empty when signed out).
+    /// The signed-in user's live sessions, newest first (empty when signed out). At most the per-user cap
+    /// ([`SessionConfig::with_max_sessions_per_user`]), or [`UNCAPPED_LISTING_LIMIT`] without a cap; see
+    /// [`Session::user_session_count`] for how many there are in all.
     pub async fn user_sessions(&self) -> Result<Vec<SessionInfo>> {
         let mut st = self.state.lock().await;
         self.ensure_loaded(&mut st).await?;
@@ -726,9 +747,14 @@ impl Session {
             return Ok(Vec::new());
         };
         let current = st.version.and(st.id.as_ref().map(SessionId::store_key));
+        let limit = self
+            .shared
+            .config
+            .max_sessions_per_user
+            .map_or(UNCAPPED_LISTING_LIMIT, |cap| cap.get() as usize);
         let listed = self
             .shared
-            .timed(StoreOp::ListUser, self.shared.store.list_user(&user))
+            .timed(StoreOp::ListUser, self.shared.store.list_user(&user, limit))
             .await?;
         let idle = self.shared.config.idle.as_millis() as u64;
         let now = now_ms();
@@ -751,6 +777,17 @@ impl Session {
                 })
             })
             .collect())
+    }
+
+    /// How many live sessions the signed-in user has (0 when signed out), counted by the store without loading
+    /// any of them.
+    pub async fn user_session_count(&self) -> Result<u64> {
+        let mut st = self.state.lock().await;
+        self.ensure_loaded(&mut st).await?;
+        let Some(user) = st.user.clone() else { return Ok(0) };
+        self.shared
+            .timed(StoreOp::CountUser, self.shared.store.count_user(&user))
+            .await
     }
 
     /// Signs out every other session of the signed-in user; returns how many ended.
@@ -861,11 +898,9 @@ impl Session {
                     attrs.insert(AUTH.to_owned(), shared.keys.record_mac(&key, &identity));
                 }
                 let record = st.record(attrs);
+                let policy = shared.create_policy(st.doomed.is_some() && !st.user_changed);
                 shared
-                    .timed(
-                        StoreOp::Create,
-                        shared.store.create(&key, &record, &shared.policy()),
-                    )
+                    .timed(StoreOp::Create, shared.store.create(&key, &record, &policy))
                     .await?;
                 bump(&shared.stats.created);
                 st.version = Some(1);

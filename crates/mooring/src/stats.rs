@@ -21,19 +21,22 @@ pub enum StoreOp {
     ListUser,
     /// `delete_user`.
     DeleteUser,
+    /// `count_user`.
+    CountUser,
     /// `ping`.
     Ping,
 }
 
 impl StoreOp {
     /// Every operation, in a fixed order.
-    pub const ALL: [StoreOp; 7] = [
+    pub const ALL: [StoreOp; 8] = [
         StoreOp::Load,
         StoreOp::Create,
         StoreOp::Apply,
         StoreOp::Delete,
         StoreOp::ListUser,
         StoreOp::DeleteUser,
+        StoreOp::CountUser,
         StoreOp::Ping,
     ];
 
@@ -46,6 +49,7 @@ impl StoreOp {
             StoreOp::Delete => "delete",
             StoreOp::ListUser => "list_user",
             StoreOp::DeleteUser => "delete_user",
+            StoreOp::CountUser => "count_user",
             StoreOp::Ping => "ping",
         }
     }
@@ -192,6 +196,9 @@ mod tests {
         );
         assert_eq!(s.cumulative.last(), Some(&(f64::INFINITY, 3)));
         assert!((s.sum_seconds - 10.0033).abs() < 1e-6);
-        assert_eq!(StoreOp::ALL.map(StoreOp::name).len(), 7);
+        assert_eq!(StoreOp::ALL.map(StoreOp::name).len(), 8);
+        for (i, op) in StoreOp::ALL.into_iter().enumerate() {
+            assert_eq!(op.index(), i, "ALL follows the declaration order");
+        }
     }
 }

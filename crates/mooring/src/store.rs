@@ -9,8 +9,11 @@
 //!   expected version; the store then applies it only if it still matches (compare-and-set).
 //! - **Read and slide in one call.** [`SessionStore::load`] returns the record and pushes its idle expiry
 //!   forward (never past the absolute deadline), so a read costs one round trip.
-//! - **A user index.** Records carry the user they are signed in as; a store can list a user's live
-//!   sessions and revoke all but one. The index must clean itself as sessions expire.
+//! - **A bounded user index.** Records carry the user they are signed in as; a store can count a user's live
+//!   sessions without loading them, list the newest few, and revoke all but one. The index must clean itself
+//!   as sessions expire, and [`SessionStore::delete`] removes a session from it. A write that attaches a
+//!   session to a user enforces [`Policy::max_sessions_per_user`]: the user's oldest other sessions are
+//!   deleted (records, not just index entries) until the cap holds.
 //! - **Expiry is the store's job.** A record past its idle expiry or its absolute deadline is gone: `load`
 //!   returns `None`, `apply` returns [`Applied::Missing`], listings omit it.
 //! - **Errors are honest.** A store that cannot answer returns [`Error::Store`]; it never reports a missing
@@ -30,18 +33,24 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn load(&self, key: &StoreKey, policy: &Policy) -> Result<Option<Loaded>>;
 
     /// Stores a new record at version 1. Fails with [`Error::Conflict`](crate::Error::Conflict) if a live
-    /// record already has this key, and with [`Error::TooLarge`](crate::Error::TooLarge) above the limit.
+    /// record already has this key, and with [`Error::TooLarge`](crate::Error::TooLarge) above the limit. A
+    /// record with a user enforces the policy's per-user cap (see [`Policy::max_sessions_per_user`]).
     async fn create(&self, key: &StoreKey, record: &Record, policy: &Policy) -> Result<()>;
 
     /// Applies a delta to a live record atomically, bumps its version and slides its expiry. A result that
     /// would exceed the size limit fails with [`Error::TooLarge`](crate::Error::TooLarge) and changes nothing.
+    /// A delta that sets a user enforces the policy's per-user cap once applied.
     async fn apply(&self, key: &StoreKey, delta: &Delta, policy: &Policy) -> Result<Applied>;
 
-    /// Deletes a record. `Ok(false)` if there was none.
+    /// Deletes a record and its user-index entry. `Ok(false)` if there was none.
     async fn delete(&self, key: &StoreKey) -> Result<bool>;
 
-    /// The live sessions of a user, with their keys. Order is unspecified. Does not slide expiries.
-    async fn list_user(&self, user: &str) -> Result<Vec<(StoreKey, Loaded)>>;
+    /// At most `limit` live sessions of a user, with their keys, the newest (latest deadline) first. Does not
+    /// slide expiries.
+    async fn list_user(&self, user: &str, limit: usize) -> Result<Vec<(StoreKey, Loaded)>>;
+
+    /// How many live sessions a user has, without loading any of them.
+    async fn count_user(&self, user: &str) -> Result<u64>;
 
     /// Deletes every session of a user except `keep`; returns how many were deleted.
     async fn delete_user(&self, user: &str, keep: Option<&StoreKey>) -> Result<u64>;

@@ -57,9 +57,13 @@ impl SessionStore for Switch {
         self.check()?;
         self.inner.delete(key).await
     }
-    async fn list_user(&self, user: &str) -> mooring::Result<Vec<(StoreKey, Loaded)>> {
+    async fn list_user(&self, user: &str, limit: usize) -> mooring::Result<Vec<(StoreKey, Loaded)>> {
         self.check()?;
-        self.inner.list_user(user).await
+        self.inner.list_user(user, limit).await
+    }
+    async fn count_user(&self, user: &str) -> mooring::Result<u64> {
+        self.check()?;
+        self.inner.count_user(user).await
     }
     async fn delete_user(&self, user: &str, keep: Option<&StoreKey>) -> mooring::Result<u64> {
         self.check()?;
@@ -412,8 +416,11 @@ async fn a_slow_store_times_out_into_503() {
         async fn delete(&self, _: &StoreKey) -> mooring::Result<bool> {
             Ok(false)
         }
-        async fn list_user(&self, _: &str) -> mooring::Result<Vec<(StoreKey, Loaded)>> {
+        async fn list_user(&self, _: &str, _: usize) -> mooring::Result<Vec<(StoreKey, Loaded)>> {
             Ok(Vec::new())
+        }
+        async fn count_user(&self, _: &str) -> mooring::Result<u64> {
+            Ok(0)
         }
         async fn delete_user(&self, _: &str, _: Option<&StoreKey>) -> mooring::Result<u64> {
             Ok(0)
@@ -541,6 +548,7 @@ async fn values_are_sealed_at_rest_when_encryption_is_on() {
             &Policy {
                 idle: Duration::from_secs(60),
                 max_record_bytes: 1 << 16,
+                max_sessions_per_user: None,
             },
         )
         .await;
@@ -932,6 +940,7 @@ fn policy() -> Policy {
     Policy {
         idle: Duration::from_secs(600),
         max_record_bytes: 1 << 16,
+        ..Policy::default()
     }
 }
 
