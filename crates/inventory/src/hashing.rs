@@ -37,7 +37,8 @@ pub const WORKER_BYTES: usize = MEMORY_BLOCKS * Block::SIZE;
 
 /// A dummy hash with the default parameters, checked for unknown emails so that they take as long as a wrong
 /// password (no user enumeration by timing).
-const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNoZmFrZWg";
+const DUMMY: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNoZmFrZWg";
 
 /// Why a hash was not computed.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +89,10 @@ pub struct HashStats {
 
 enum Task {
     Hash(String),
-    Verify { password: String, stored: Option<String> },
+    Verify {
+        password: String,
+        stored: Option<String>,
+    },
 }
 
 enum Outcome {
@@ -195,9 +199,7 @@ fn work(receiver: &Mutex<Receiver<Job>>, stats: &HashStats, queue_timeout: Durat
     loop {
         // The lock is held only while waiting for the next job; hashing happens outside it.
         let job = {
-            let receiver = receiver
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let receiver = receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             receiver.recv()
         };
         let Ok(job) = job else { return };
@@ -207,7 +209,9 @@ fn work(receiver: &Mutex<Receiver<Job>>, stats: &HashStats, queue_timeout: Durat
         }
         if job.enqueued.elapsed() > queue_timeout {
             stats.rejected_timeout.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(Err(HashError::Busy("waited too long in the queue")));
+            let _ = job
+                .reply
+                .send(Err(HashError::Busy("waited too long in the queue")));
             continue;
         }
         let started = Instant::now();
@@ -308,7 +312,11 @@ mod tests {
         let pool = pool(1, 4);
         let phc = pool.hash("correct horse".into()).await.expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(pool.verify("correct horse".into(), Some(phc.clone())).await.unwrap());
+        assert!(
+            pool.verify("correct horse".into(), Some(phc.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!pool.verify("wrong".into(), Some(phc.clone())).await.unwrap());
         assert!(!pool.verify("anything".into(), None).await.unwrap());
         // The PHC string is the standard one: the crate's own verifier accepts it.
@@ -341,7 +349,10 @@ mod tests {
         .hash_password(b"pw")
         .unwrap()
         .to_string();
-        assert!(!pool.verify("pw".into(), Some(big)).await.unwrap(), "refused, not allocated");
+        assert!(
+            !pool.verify("pw".into(), Some(big)).await.unwrap(),
+            "refused, not allocated"
+        );
         assert_eq!(pool.stats().refused_params.load(Ordering::Relaxed), 1);
         assert!(!pool.verify("pw".into(), Some("not a hash".into())).await.unwrap());
     }
@@ -365,7 +376,10 @@ mod tests {
             }
         }
         assert!(done >= 1, "some were hashed");
-        assert!(busy >= 1, "with one worker and a queue of one, twelve at once cannot all wait");
+        assert!(
+            busy >= 1,
+            "with one worker and a queue of one, twelve at once cannot all wait"
+        );
         assert_eq!(pool.stats().rejected_full.load(Ordering::Relaxed), busy);
         assert_eq!(pool.stats().queued.load(Ordering::Relaxed), 0);
     }
@@ -390,7 +404,10 @@ mod tests {
                 timed_out += 1;
             }
         }
-        assert!(timed_out >= 1, "a hash takes longer than 1 ms, so the jobs behind it expire");
+        assert!(
+            timed_out >= 1,
+            "a hash takes longer than 1 ms, so the jobs behind it expire"
+        );
         assert_eq!(pool.stats().rejected_timeout.load(Ordering::Relaxed), timed_out);
     }
 }

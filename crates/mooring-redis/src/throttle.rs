@@ -35,9 +35,7 @@ pub struct RedisAttemptStore {
 impl RedisStore {
     /// An [`AttemptStore`] on this store's connection and key prefix.
     pub fn throttle(&self) -> RedisAttemptStore {
-        RedisAttemptStore {
-            store: self.clone(),
-        }
+        RedisAttemptStore { store: self.clone() }
     }
 }
 
@@ -67,7 +65,11 @@ impl AttemptStore for RedisAttemptStore {
         let count = self.count_key(key);
         let mut pipe = redis::pipe();
         pipe.cmd("INCR").arg(&count);
-        pipe.cmd("PEXPIRE").arg(&count).arg(millis(window)).arg("NX").ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(&count)
+            .arg(millis(window))
+            .arg("NX")
+            .ignore();
         let values = self.store.run(&pipe, Retry::Safe, false).await?;
         match values.first() {
             Some(Value::Int(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
@@ -79,7 +81,13 @@ impl AttemptStore for RedisAttemptStore {
         let block = self.block_key(key);
         let ms = millis(duration);
         let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(&block).arg(1).arg("PX").arg(ms).arg("NX").ignore();
+        pipe.cmd("SET")
+            .arg(&block)
+            .arg(1)
+            .arg("PX")
+            .arg(ms)
+            .arg("NX")
+            .ignore();
         pipe.cmd("PEXPIRE").arg(&block).arg(ms).arg("GT").ignore();
         self.store.run(&pipe, Retry::Safe, false).await?;
         Ok(())

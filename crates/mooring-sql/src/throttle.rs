@@ -46,7 +46,11 @@ impl Queries {
         let insert = format!("INSERT INTO mooring_attempts ({k}, failures, window_end, blocked_until)");
         let (count, read_count, block) = match dialect {
             Dialect::Sqlite | Dialect::Postgres => {
-                let greatest = if dialect == Dialect::Sqlite { "MAX" } else { "GREATEST" };
+                let greatest = if dialect == Dialect::Sqlite {
+                    "MAX"
+                } else {
+                    "GREATEST"
+                };
                 (
                     format!(
                         "{insert} VALUES (?, 1, ?, 0) ON CONFLICT ({k}) DO UPDATE SET \
@@ -71,7 +75,9 @@ impl Queries {
                      failures = IF(window_end <= ?, 1, failures + 1), \
                      window_end = IF(window_end <= ?, ?, window_end)"
                 ),
-                Some(render(format!("SELECT failures FROM mooring_attempts WHERE {k} = ?"))),
+                Some(render(format!(
+                    "SELECT failures FROM mooring_attempts WHERE {k} = ?"
+                ))),
                 format!(
                     "{insert} VALUES (?, 0, ?, ?) ON DUPLICATE KEY UPDATE \
                      blocked_until = GREATEST(blocked_until, VALUES(blocked_until))"

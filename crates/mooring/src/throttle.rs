@@ -337,7 +337,10 @@ mod tests {
         assert!(key.as_str().len() <= AttemptKey::MAX_LEN, "{key}");
         assert!(key.as_str().starts_with("ai:"));
         assert!(!key.as_str().contains("xxx"), "the input is hashed, not stored");
-        assert_ne!(AttemptKey::new("a", &["ab", "c"]), AttemptKey::new("a", &["a", "bc"]));
+        assert_ne!(
+            AttemptKey::new("a", &["ab", "c"]),
+            AttemptKey::new("a", &["a", "bc"])
+        );
         assert_ne!(AttemptKey::new("a", &["x"]), AttemptKey::new("i", &["x"]));
         assert_eq!(AttemptKey::new("a", &["x"]), AttemptKey::new("a", &["x"]));
     }
@@ -379,7 +382,10 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         let left = throttle.blocked_for(&account).await.unwrap().expect("blocked");
-        assert!(left > Duration::from_secs(29) && left <= Duration::from_secs(30), "{left:?}");
+        assert!(
+            left > Duration::from_secs(29) && left <= Duration::from_secs(30),
+            "{left:?}"
+        );
         throttle.reset(&account).await.unwrap();
         assert_eq!(throttle.blocked_for(&account).await.unwrap(), None);
         assert!(store.is_empty());
