@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use mooring::{MemoryStore, SessionManager, SessionStore};
+use mooring::{AttemptStore, MemoryAttemptStore, MemoryStore, SessionManager, SessionStore, Throttle};
 use mooring_redis::RedisStore;
-use mooring_sql::SqlStore;
+use mooring_sql::{SqlAttemptStore, SqlStore};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigError, SessionDriver};
+use crate::config::{CacheDriver, Config, ConfigError, SessionDriver};
 use crate::db::{Db, DbError};
+use crate::hashing::HashPool;
 use crate::metrics::Metrics;
 use crate::state::{AppState, StoreOutage};
 use crate::traced_store::TracedStore;
@@ -36,6 +37,9 @@ pub enum StartError {
     /// The Redis session store could not be reached or set up.
     #[error("Redis session store: {0}")]
     Redis(#[from] mooring_redis::RedisStoreError),
+    /// The password hashing threads could not be started.
+    #[error("password hashing threads: {0}")]
+    Hashing(std::io::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -78,6 +82,41 @@ fn register_redis_counters(metrics: &Metrics, store: &RedisStore) {
     );
 }
 
+/// Exposes the password hashing pool's queue, refusals and durations as metrics.
+fn register_hash_metrics(metrics: &Metrics, hasher: &HashPool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = Arc::clone(hasher.stats());
+    metrics.add_gauge(
+        "inventory_password_hash_queue_depth",
+        "Password hashes waiting for a hashing thread.",
+        move || s.queued.load(Relaxed),
+    );
+    let s = Arc::clone(hasher.stats());
+    metrics.add_counter(
+        "inventory_password_hash_rejected_queue_full_total",
+        "Password hashes refused (503) because the queue was full.",
+        move || s.rejected_full.load(Relaxed),
+    );
+    let s = Arc::clone(hasher.stats());
+    metrics.add_counter(
+        "inventory_password_hash_rejected_timeout_total",
+        "Password hashes refused (503) because they waited longer than PASSWORD_HASH_QUEUE_TIMEOUT_MS.",
+        move || s.rejected_timeout.load(Relaxed),
+    );
+    let s = Arc::clone(hasher.stats());
+    metrics.add_counter(
+        "inventory_password_hash_refused_params_total",
+        "Stored password hashes refused because their parameters need more memory than a hashing thread has.",
+        move || s.refused_params.load(Relaxed),
+    );
+    let s = Arc::clone(hasher.stats());
+    metrics.add_histogram(
+        "inventory_password_hash_duration_seconds",
+        "Time one password hash took on its hashing thread.",
+        move || s.duration.snapshot(),
+    );
+}
+
 /// The router with all middleware: request logging outermost, then request metrics, then sessions.
 pub fn router(state: AppState) -> Router {
     crate::routes::router()
@@ -106,6 +145,7 @@ impl Application {
         let db = Db::connect(secrecy::ExposeSecret::expose_secret(&config.database_url)).await?;
         // Created before the store so a store can register its own counters (`metrics.add_counter(...)`).
         let metrics = Arc::new(Metrics::new());
+        let mut redis_store: Option<RedisStore> = None;
         let (store, driver): (Arc<dyn SessionStore>, &'static str) = match &config.session_driver {
             SessionDriver::Database(url) => {
                 let store = SqlStore::connect(url).await?;
@@ -120,6 +160,7 @@ impl Application {
                 redis.deadline = config.store_timeout.mul_f64(0.9);
                 let store = RedisStore::connect(redis).await?;
                 register_redis_counters(&metrics, &store);
+                redis_store = Some(store.clone());
                 (Arc::new(store), "redis")
             }
             SessionDriver::Memory => (Arc::new(MemoryStore::new()), "memory"),
@@ -139,6 +180,24 @@ impl Application {
         } else {
             store
         };
+        let attempts: Arc<dyn AttemptStore> = match (&config.cache_driver, &redis_store) {
+            // The session store's own connection: it follows Sentinel failovers already.
+            (CacheDriver::Redis(_), Some(store)) => Arc::new(store.throttle()),
+            (CacheDriver::Redis(redis), None) => {
+                let mut redis = (**redis).clone();
+                redis.deadline = config.store_timeout.mul_f64(0.9);
+                Arc::new(RedisStore::connect(redis).await?.throttle())
+            }
+            (CacheDriver::Database(url), _) => {
+                let attempts = SqlAttemptStore::connect(url).await?;
+                drop(attempts.spawn_cleanup(CLEANUP_INTERVAL));
+                Arc::new(attempts)
+            }
+            (CacheDriver::Memory, _) => Arc::new(MemoryAttemptStore::new()),
+        };
+        let throttle = Throttle::new(attempts, config.login_backoff, config.store_timeout);
+        let hasher = HashPool::start(config.hash_pool).map_err(StartError::Hashing)?;
+        register_hash_metrics(&metrics, &hasher);
         let sessions = SessionManager::new(store, keys, config.session_config());
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
@@ -160,6 +219,9 @@ impl Application {
             trust_proxy_headers: config.trust_proxy_headers,
             metrics,
             store_outage: Arc::new(StoreOutage::new(config.store_timeout)),
+            hasher,
+            throttle,
+            login_limits: config.login_limits,
         };
         Ok(Self {
             listener,

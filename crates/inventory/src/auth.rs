@@ -1,15 +1,13 @@
-//! Passwords (argon2id), the signed-in user, CSRF checks and client details.
+//! Passwords (argon2id, on the [`crate::hashing`] pool), login throttling counters, the signed-in user, CSRF checks and client details.
 
 use std::net::SocketAddr;
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
-use mooring::Session;
+use mooring::{AttemptKey, Counter, Session};
 
+use crate::config::LoginLimits;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -20,37 +18,31 @@ pub const DEVICE: &str = "device";
 /// Session attribute: the client IP at sign-in.
 pub const IP: &str = "ip";
 
-/// Hashes a password with argon2id (default parameters: 19 MiB, 2 passes), off the async runtime.
-pub async fn hash_password(password: String) -> Result<String, AppError> {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-    })
-    .await
-    .map_err(|e| AppError::Internal(format!("hashing task failed: {e}")))?
-    .map_err(|e| AppError::Internal(format!("hashing failed: {e}")))
+/// Hashes a new password on the hashing pool (argon2id, default parameters). A full pool is
+/// [`AppError::Busy`] (503).
+pub async fn hash_password(state: &AppState, password: String) -> Result<String, AppError> {
+    Ok(state.hasher.hash(password).await?)
 }
 
-/// Checks a password against a stored hash, off the async runtime. With no user, a dummy hash is checked so
-/// that unknown emails take as long as wrong passwords.
-pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, AppError> {
-    const DUMMY: &str =
-        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZmFrZWhhc2hmYWtlaGFzaGZha2VoYXNoZmFrZWg";
-    tokio::task::spawn_blocking(move || {
-        let real = stored.is_some();
-        let text = stored.unwrap_or_else(|| DUMMY.to_owned());
-        let ok = PasswordHash::new(&text)
-            .map(|hash| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
-            })
-            .unwrap_or(false);
-        real && ok
-    })
-    .await
-    .map_err(|e| AppError::Internal(format!("verification task failed: {e}")))
+/// Checks a password against a stored hash on the hashing pool. With no user, a dummy hash is checked so
+/// that unknown emails take as long as wrong passwords. A full pool is [`AppError::Busy`] (503).
+pub async fn verify_password(
+    state: &AppState,
+    password: String,
+    stored: Option<String>,
+) -> Result<bool, AppError> {
+    Ok(state.hasher.verify(password, stored).await?)
+}
+
+/// The login throttle's counters for a sign-in to `email` (normalized) from `ip`: the account from this
+/// address (strict), the account from anywhere (looser), and the address for any account. Keys are hashes,
+/// so their size does not depend on what the client sends.
+pub fn login_counters(limits: &LoginLimits, email: &str, ip: &str) -> [Counter; 3] {
+    [
+        Counter::new(AttemptKey::new("ai", &[email, ip]), limits.per_account_address),
+        Counter::new(AttemptKey::new("a", &[email]), limits.per_account),
+        Counter::new(AttemptKey::new("i", &[ip]), limits.per_ip),
+    ]
 }
 
 /// The signed-in user's id, if any.
@@ -171,24 +163,22 @@ mod tests {
         assert_eq!(describe_device(&"x".repeat(500)).len(), 60);
     }
 
-    #[tokio::test]
-    async fn passwords_verify_only_against_their_hash() {
-        let hash = super::hash_password("correct horse".into()).await.expect("hash");
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(
-            super::verify_password("correct horse".into(), Some(hash.clone()))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !super::verify_password("wrong".into(), Some(hash))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !super::verify_password("anything".into(), None)
-                .await
-                .expect("verify")
-        );
+    #[test]
+    fn login_counters_are_bounded_and_distinct() {
+        let limits = crate::config::LoginLimits {
+            per_account_address: 5,
+            per_account: 20,
+            per_ip: 50,
+        };
+        let [pair, account, ip] = super::login_counters(&limits, &"a".repeat(5000), "203.0.113.7");
+        assert_eq!((pair.limit, account.limit, ip.limit), (5, 20, 50));
+        for c in [&pair, &account, &ip] {
+            assert!(c.key.as_str().len() <= mooring::AttemptKey::MAX_LEN);
+        }
+        let [other_pair, other_account, other_ip] =
+            super::login_counters(&limits, "b@example.com", "203.0.113.7");
+        assert_ne!(pair.key, other_pair.key);
+        assert_ne!(account.key, other_account.key);
+        assert_eq!(ip.key, other_ip.key, "one address, one address counter");
     }
 }

@@ -227,6 +227,51 @@ pub const VARIABLES: &[Variable] = &[
         help: "`replicas:N`: a write is saved only when `WAIT N` confirms N replicas have it (same round trip); `async`: when the master has it; `auto`: `replicas:1` when the master has replicas.",
     },
     Variable {
+        name: "PASSWORD_HASH_WORKERS",
+        default: "2",
+        help: "Threads that hash passwords (argon2id), each with 19 MiB allocated once at start: hashing takes at most this × 19 MiB of memory, whatever the traffic. 1 to 64.",
+    },
+    Variable {
+        name: "PASSWORD_HASH_QUEUE",
+        default: "32",
+        help: "Sign-ins and registrations that may wait for a hashing thread; beyond it the request gets 503 with Retry-After (a busy page). 1 to 10000.",
+    },
+    Variable {
+        name: "PASSWORD_HASH_QUEUE_TIMEOUT_MS",
+        default: "2000",
+        help: "Longest a sign-in waits in that queue before it gets the same 503. 1 to 60000.",
+    },
+    Variable {
+        name: "CACHE_DRIVER",
+        default: "`redis` with SESSION_DRIVER=redis, else `database`",
+        help: "Where login throttling counts failures, shared by every replica: `redis` (the REDIS_* settings, following Sentinel failovers), `database` (the `mooring_attempts` table in DATABASE_URL) or `memory` (one process only: each replica counts on its own).",
+    },
+    Variable {
+        name: "LOGIN_MAX_ATTEMPTS",
+        default: "5",
+        help: "Failed sign-ins for one account from one client address per window before that pair is locked out.",
+    },
+    Variable {
+        name: "LOGIN_MAX_ATTEMPTS_PER_ACCOUNT",
+        default: "20",
+        help: "Failed sign-ins for one account from all addresses together per window before the account is locked out for everyone (a guessing attack spread over many addresses).",
+    },
+    Variable {
+        name: "LOGIN_MAX_ATTEMPTS_PER_IP",
+        default: "50",
+        help: "Failed sign-ins from one client address, whatever the account, per window before the address is locked out.",
+    },
+    Variable {
+        name: "LOGIN_LOCKOUT_WINDOW_SECONDS",
+        default: "900",
+        help: "How long failures are counted, from the first one. 1 to 86400.",
+    },
+    Variable {
+        name: "LOGIN_LOCKOUT_SECONDS",
+        default: "1",
+        help: "The first lockout once a limit is reached; it doubles with every further failure, up to LOGIN_LOCKOUT_WINDOW_SECONDS and never beyond 900 (15 minutes). 1 to 900.",
+    },
+    Variable {
         name: "OTEL_EXPORTER_OTLP_ENDPOINT",
         default: "(none: no export)",
         help: "Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g. `http://otel-collector:4318`: spans are sent as protobuf to its `/v1/traces`. Plain `http://` only (this build has no TLS for it). Unset, nothing is exported. `OTEL_EXPORTER_OTLP_HEADERS` adds request headers.",
@@ -274,6 +319,32 @@ pub enum SessionDriver {
     Redis(Box<mooring_redis::RedisConfig>),
     /// Process memory.
     Memory,
+}
+
+/// Where login throttling keeps its counts.
+#[derive(Clone, Debug)]
+pub enum CacheDriver {
+    /// The app's SQL database (DATABASE_URL).
+    Database(String),
+    /// Redis (the REDIS_* settings; the session store's own connection with SESSION_DRIVER=redis).
+    Redis(Box<mooring_redis::RedisConfig>),
+    /// Process memory (one process only).
+    Memory,
+}
+
+/// The longest login lockout, whatever the settings: a lockout anyone can trigger for someone else's account
+/// must stay short (see `docs/architecture.md`, "Login throttling").
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(900);
+
+/// Failed sign-ins allowed per window, per counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// One account from one address.
+    pub per_account_address: u32,
+    /// One account from all addresses.
+    pub per_account: u32,
+    /// One address, all accounts.
+    pub per_ip: u32,
 }
 
 /// Output format of logs.
@@ -361,6 +432,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// OTLP trace export; off (`None`) unless an endpoint is configured.
     pub trace_export: Option<TraceExport>,
+    /// The password hashing pool.
+    pub hash_pool: crate::hashing::HashPoolConfig,
+    /// Where login throttling keeps its counts.
+    pub cache_driver: CacheDriver,
+    /// Failed sign-ins allowed per window.
+    pub login_limits: LoginLimits,
+    /// Window and lockouts of login throttling.
+    pub login_backoff: mooring::Backoff,
 }
 
 /// Reads variables through `lookup`, so tests need not touch the process environment.
@@ -412,6 +491,23 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
             Some(v) => Err(bad(var, format!("'{v}' is not a boolean; use true or false"))),
         }
+    }
+
+    /// A whole number within `range`.
+    fn bounded(
+        &self,
+        var: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let value: u64 = self.parse(var, default, "a whole number")?;
+        if !range.contains(&value) {
+            return Err(bad(
+                var,
+                format!("{value} is outside {} to {}", range.start(), range.end()),
+            ));
+        }
+        Ok(value)
     }
 
     fn minutes(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
@@ -552,6 +648,42 @@ impl Config {
         };
 
         let trace_export = trace_export(&env)?;
+        let hash_pool = crate::hashing::HashPoolConfig {
+            workers: env.bounded("PASSWORD_HASH_WORKERS", 2, 1..=64)? as usize,
+            queue: env.bounded("PASSWORD_HASH_QUEUE", 32, 1..=10_000)? as usize,
+            queue_timeout: Duration::from_millis(env.bounded(
+                "PASSWORD_HASH_QUEUE_TIMEOUT_MS",
+                2000,
+                1..=60_000,
+            )?),
+        };
+        let cache_driver = match env.get("CACHE_DRIVER").map(|d| d.to_ascii_lowercase()).as_deref() {
+            None => match &session_driver {
+                SessionDriver::Redis(redis) => CacheDriver::Redis(redis.clone()),
+                _ => CacheDriver::Database(database_url.expose_secret().to_owned()),
+            },
+            Some("database") => CacheDriver::Database(database_url.expose_secret().to_owned()),
+            Some("redis") => CacheDriver::Redis(Box::new(redis_config(&env)?)),
+            Some("memory") | Some("array") => CacheDriver::Memory,
+            Some(other) => {
+                return Err(bad(
+                    "CACHE_DRIVER",
+                    format!("'{other}' is not a cache driver; use redis, database (SQL) or memory"),
+                ));
+            }
+        };
+        let login_limits = LoginLimits {
+            per_account_address: env.bounded("LOGIN_MAX_ATTEMPTS", 5, 1..=1000)? as u32,
+            per_account: env.bounded("LOGIN_MAX_ATTEMPTS_PER_ACCOUNT", 20, 1..=10_000)? as u32,
+            per_ip: env.bounded("LOGIN_MAX_ATTEMPTS_PER_IP", 50, 1..=100_000)? as u32,
+        };
+        let window = Duration::from_secs(env.bounded("LOGIN_LOCKOUT_WINDOW_SECONDS", 900, 1..=86_400)?);
+        let first_lock = Duration::from_secs(env.bounded("LOGIN_LOCKOUT_SECONDS", 1, 1..=900)?);
+        let login_backoff = mooring::Backoff {
+            window,
+            first_lock,
+            max_lock: window.min(MAX_LOCKOUT).max(first_lock),
+        };
 
         let port = env.parse("PORT", 8080, "a port number (0-65535)")?;
         let metrics_port = env.parse("METRICS_PORT", 9464, "a port number (0-65535)")?;
@@ -600,6 +732,10 @@ impl Config {
             trust_proxy_headers: env.flag("TRUST_PROXY_HEADERS", false)?,
             log_format,
             trace_export,
+            hash_pool,
+            cache_driver,
+            login_limits,
+            login_backoff,
         })
     }
 
@@ -911,6 +1047,38 @@ mod tests {
         );
     }
 
+    /// Throttling follows the session driver unless CACHE_DRIVER says otherwise; the lockout never exceeds
+    /// 15 minutes.
+    #[test]
+    fn login_throttling_defaults_follow_the_session_driver() {
+        let c = config(&[KEY]).expect("defaults");
+        assert!(matches!(c.cache_driver, CacheDriver::Database(ref url) if url.starts_with("sqlite://")));
+        assert_eq!(
+            c.login_limits,
+            LoginLimits {
+                per_account_address: 5,
+                per_account: 20,
+                per_ip: 50
+            }
+        );
+        assert_eq!(c.login_backoff.window, Duration::from_secs(900));
+        assert_eq!(c.login_backoff.first_lock, Duration::from_secs(1));
+        assert_eq!(c.login_backoff.max_lock, MAX_LOCKOUT);
+        assert_eq!(c.hash_pool.workers, 2);
+        assert_eq!(c.hash_pool.memory_budget(), 2 * 19 * 1024 * 1024);
+        let redis = config(&[KEY, ("SESSION_DRIVER", "redis")]).expect("redis");
+        assert!(matches!(redis.cache_driver, CacheDriver::Redis(_)));
+        let memory = config(&[KEY, ("SESSION_DRIVER", "redis"), ("CACHE_DRIVER", "memory")]).expect("memory");
+        assert!(matches!(memory.cache_driver, CacheDriver::Memory));
+        let long = config(&[KEY, ("LOGIN_LOCKOUT_WINDOW_SECONDS", "86400")]).expect("long window");
+        assert_eq!(
+            long.login_backoff.max_lock, MAX_LOCKOUT,
+            "a long window does not lengthen the lockout"
+        );
+        let short = config(&[KEY, ("LOGIN_LOCKOUT_WINDOW_SECONDS", "60")]).expect("short window");
+        assert_eq!(short.login_backoff.max_lock, Duration::from_secs(60));
+    }
+
     /// Replicas starting together on one DATA_DIR must end up with one key, never a half-written one.
     #[test]
     fn concurrent_starts_share_one_generated_key() {
@@ -1106,6 +1274,30 @@ mod tests {
             (
                 vec![KEY, ("OTEL_TRACES_SAMPLER_ARG", "NaN")],
                 "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (vec![KEY, ("PASSWORD_HASH_WORKERS", "0")], "PASSWORD_HASH_WORKERS"),
+            (
+                vec![KEY, ("PASSWORD_HASH_WORKERS", "many")],
+                "PASSWORD_HASH_WORKERS",
+            ),
+            (vec![KEY, ("PASSWORD_HASH_QUEUE", "0")], "PASSWORD_HASH_QUEUE"),
+            (
+                vec![KEY, ("PASSWORD_HASH_QUEUE_TIMEOUT_MS", "600000")],
+                "PASSWORD_HASH_QUEUE_TIMEOUT_MS",
+            ),
+            (vec![KEY, ("CACHE_DRIVER", "file")], "CACHE_DRIVER"),
+            (vec![KEY, ("LOGIN_MAX_ATTEMPTS", "0")], "LOGIN_MAX_ATTEMPTS"),
+            (
+                vec![KEY, ("LOGIN_MAX_ATTEMPTS_PER_IP", "-1")],
+                "LOGIN_MAX_ATTEMPTS_PER_IP",
+            ),
+            (
+                vec![KEY, ("LOGIN_LOCKOUT_SECONDS", "3600")],
+                "LOGIN_LOCKOUT_SECONDS",
+            ),
+            (
+                vec![KEY, ("LOGIN_LOCKOUT_WINDOW_SECONDS", "0")],
+                "LOGIN_LOCKOUT_WINDOW_SECONDS",
             ),
         ] {
             let err = config(&vars).expect_err("must fail");

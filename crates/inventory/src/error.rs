@@ -29,6 +29,14 @@ pub enum AppError {
     /// No such page or item: 404.
     #[error("not found")]
     NotFound,
+    /// Password hashing is at capacity (its queue is full or the wait was too long): 503 with `Retry-After`
+    /// and a page saying the service is busy.
+    #[error("{0}")]
+    Busy(crate::hashing::HashError),
+    /// The login throttle's store failed: 503 with `Retry-After` (the attempt is refused, never let through
+    /// unchecked).
+    #[error("login throttle store failed: {0}")]
+    Throttle(mooring::Error),
     /// A bug: 500.
     #[error("{0}")]
     Internal(String),
@@ -47,6 +55,15 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
     (status, Html(body)).into_response()
 }
 
+impl From<crate::hashing::HashError> for AppError {
+    fn from(err: crate::hashing::HashError) -> Self {
+        match err {
+            crate::hashing::HashError::Busy(_) => Self::Busy(err),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let detail = ErrorDetail(self.to_string());
@@ -57,6 +74,26 @@ impl IntoResponse for AppError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Briefly unavailable",
                     "Please retry in a moment.",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            Self::Busy(_) => {
+                let mut r = page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The service is busy",
+                    "Too many people are signing in right now. Please try again in a few seconds.",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                r
+            }
+            Self::Throttle(_) => {
+                let mut r = page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Briefly unavailable",
+                    "Signing in is briefly unavailable. Please retry in a moment.",
                 );
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -8,7 +8,8 @@
 //! - [`config`]: every environment variable, parsed into [`Config`](config::Config).
 //! - [`app`]: [`Application`](app::Application) (build, bind, serve, shut down) and the full router.
 //! - `routes`: one module per resource (account, items, sessions, the `/session` probe, health).
-//! - [`auth`]: argon2id passwords, sign-in with id rotation, CSRF checks, client details.
+//! - [`hashing`]: argon2id hashing on a fixed pool of threads with preallocated memory and a bounded queue.
+//! - [`auth`]: passwords (through that pool), login throttling keys, sign-in with id rotation, CSRF checks, client details.
 //! - [`db`]: users and items in SQL.
 //! - [`pages`]: askama templates and their layout.
 //! - [`error`]: the app's error type and the responses it becomes.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod hashing;
 pub mod metrics;
 pub mod otlp;
 pub mod pages;

@@ -10,6 +10,8 @@
 //!   ([`mooring::SessionStats`]), read at scrape time, so they cost the request path nothing extra.
 //! - Counters registered by other parts of the app through [`Metrics::add_counter`] (the Redis store's master
 //!   switches, rediscoveries and missed WAIT confirmations, once it exists): one line each, read at scrape time.
+//! - Gauges and histograms registered the same way ([`Metrics::add_gauge`], [`Metrics::add_histogram`]): the
+//!   password hashing pool's queue depth and hash durations.
 //! - `inventory_build_info{version}` and `process_start_time_seconds`.
 //!
 //! # Why a hand-written renderer
@@ -70,7 +72,19 @@ pub struct Metrics {
     /// allocates only the first time a route is seen.
     http: Mutex<HashMap<Arc<str>, HashMap<&'static str, RouteSeries>>>,
     extra: Mutex<Vec<ExtraCounter>>,
+    gauges: Mutex<Vec<ExtraCounter>>,
+    histograms: Mutex<Vec<ExtraHistogram>>,
     started: SystemTime,
+}
+
+/// Reads the current snapshot of a histogram owned elsewhere.
+type ReadHistogram = Box<dyn Fn() -> HistogramSnapshot + Send + Sync>;
+
+/// A histogram registered with [`Metrics::add_histogram`].
+struct ExtraHistogram {
+    name: &'static str,
+    help: &'static str,
+    read: ReadHistogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,6 +116,8 @@ impl Metrics {
         Self {
             http: Mutex::new(HashMap::new()),
             extra: Mutex::new(Vec::new()),
+            gauges: Mutex::new(Vec::new()),
+            histograms: Mutex::new(Vec::new()),
             started: SystemTime::now(),
         }
     }
@@ -142,6 +158,59 @@ impl Metrics {
         });
     }
 
+    /// Registers a gauge whose value lives elsewhere, read at every scrape (like [`Metrics::add_counter`], but
+    /// the value may go down). `name` must be a valid metric name not ending in `_total`.
+    ///
+    /// # Panics
+    ///
+    /// On an invalid or duplicate name.
+    pub fn add_gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        assert!(
+            is_metric_name(name) && !name.ends_with("_total"),
+            "'{name}' is not a gauge name"
+        );
+        let mut gauges = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            gauges.iter().all(|g| g.name != name),
+            "gauge '{name}' registered twice"
+        );
+        gauges.push(ExtraCounter {
+            name,
+            help,
+            read: Box::new(read),
+        });
+    }
+
+    /// Registers a histogram (in seconds, [`mooring::stats::Histogram`] buckets) owned elsewhere, read at
+    /// every scrape.
+    ///
+    /// # Panics
+    ///
+    /// On an invalid or duplicate name.
+    pub fn add_histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> HistogramSnapshot + Send + Sync + 'static,
+    ) {
+        assert!(is_metric_name(name), "'{name}' is not a metric name");
+        let mut histograms = self.histograms.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            histograms.iter().all(|h| h.name != name),
+            "histogram '{name}' registered twice"
+        );
+        histograms.push(ExtraHistogram {
+            name,
+            help,
+            read: Box::new(read),
+        });
+    }
+
     /// Records one answered request.
     /// `route` is the matched route template, `None` when no route matched.
     pub fn observe_request(
@@ -170,6 +239,19 @@ impl Metrics {
         for counter in self.extra.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             family(&mut out, counter.name, "counter", counter.help);
             sample(&mut out, counter.name, &[], (counter.read)());
+        }
+        for gauge in self.gauges.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            family(&mut out, gauge.name, "gauge", gauge.help);
+            sample(&mut out, gauge.name, &[], (gauge.read)());
+        }
+        for h in self
+            .histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            family(&mut out, h.name, "histogram", h.help);
+            histogram(&mut out, h.name, &[], &(h.read)());
         }
         family(
             &mut out,

@@ -4,9 +4,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mooring::SessionManager;
+use mooring::{SessionManager, Throttle};
 
+use crate::config::LoginLimits;
 use crate::db::Db;
+use crate::hashing::HashPool;
 use crate::metrics::Metrics;
 
 /// Shared application state. Cheap to clone.
@@ -28,6 +30,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How long the session store may fail readiness checks before the instance reports not ready.
     pub store_outage: Arc<StoreOutage>,
+    /// The password hashing pool (fixed threads and memory, bounded queue).
+    pub hasher: HashPool,
+    /// Login throttling, in a store every replica sees (CACHE_DRIVER).
+    pub throttle: Throttle,
+    /// Failed sign-ins allowed per window, per counter.
+    pub login_limits: LoginLimits,
 }
 
 /// A session store outage as readiness sees it: since when its checks fail, and how long that is tolerated.

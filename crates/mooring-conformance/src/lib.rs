@@ -8,6 +8,8 @@
 //! mooring_conformance::conformance_suite!(MyHarness::new().await);
 //! ```
 //!
+//! - [`attempts`]: the cases of the login throttle's [`mooring::AttemptStore`] contract, with
+//!   [`attempt_store_suite!`].
 //! - [`redis`]: real Redis topologies (standalone, Sentinel, Cluster) started as processes on free ports, for
 //!   the Redis store's tests and its failover tests.
 
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mooring::{SessionStore, StoreKey};
 
+pub mod attempts;
 pub mod cases;
 pub mod provision;
 pub mod redis;

@@ -18,6 +18,7 @@
 //! - `scripts`: the Lua scripts and the hash layout of a session.
 //! - `store`: [`RedisStore`] and the user index.
 //! - [`stats`]: [`RedisStats`], counters for metrics.
+//! - `throttle`: [`RedisAttemptStore`] ([`RedisStore::throttle`]), login throttling on the same connection.
 //! - [`RedisStoreError`]: what goes wrong; converts into [`mooring::Error`].
 
 pub mod config;
@@ -26,8 +27,10 @@ mod error;
 mod scripts;
 pub mod stats;
 mod store;
+mod throttle;
 
 pub use config::{Durability, RedisConfig, Topology};
 pub use error::{RedisStoreError, Result};
 pub use stats::RedisStats;
 pub use store::RedisStore;
+pub use throttle::RedisAttemptStore;

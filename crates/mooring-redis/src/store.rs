@@ -228,6 +228,11 @@ impl RedisStore {
         format!("{}{}", self.inner.config.prefix, &text[..text.len().min(14)])
     }
 
+    /// The configured key prefix (also used by [`crate::RedisAttemptStore`]).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.inner.config.prefix
+    }
+
     /// The Redis key of a user's session index.
     pub fn user_key(&self, user: &str) -> String {
         format!("{}u:{user}", self.inner.config.prefix)
@@ -235,7 +240,7 @@ impl RedisStore {
 
     /// Runs a pipeline on the master; with `waits`, the backend appends the `WAIT` that confirms the write
     /// (its reply is the last value returned).
-    async fn run(&self, pipe: &Pipeline, retry: Retry, waits: bool) -> Result<Vec<Value>> {
+    pub(crate) async fn run(&self, pipe: &Pipeline, retry: Retry, waits: bool) -> Result<Vec<Value>> {
         let i = &self.inner;
         let wait = i.wait.filter(|_| waits).map(|min| Wait {
             min,

@@ -19,6 +19,7 @@
 //! - [`connect`]: opening a pool with the settings each database needs (SQLite: WAL, busy timeout, ...).
 //! - [`Dialect`]: SQLite / PostgreSQL / MySQL differences, including `?` → `$n` placeholder rewriting, public
 //!   so applications can write their own portable queries on the same pool.
+//! - `throttle` ([`SqlAttemptStore`], [`SqlStore::throttle`]): login throttling on the `mooring_attempts` table.
 //! - [`SqlStoreError`]: what goes wrong; converts into [`mooring::Error::Store`].
 
 mod dialect;
@@ -26,9 +27,11 @@ mod error;
 mod migrate;
 mod pool;
 mod store;
+mod throttle;
 
 pub use dialect::Dialect;
 pub use error::{Result, SqlStoreError};
 pub use migrate::{Migration, run_migrations};
 pub use pool::{ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT, connect};
 pub use store::SqlStore;
+pub use throttle::SqlAttemptStore;

@@ -36,11 +36,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Append only: never edit or renumber one that has shipped.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "create mooring_sessions",
-    statements: create_sessions,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "create mooring_sessions",
+        statements: create_sessions,
+    },
+    Migration {
+        version: 2,
+        description: "create mooring_attempts",
+        statements: create_attempts,
+    },
+];
 
 fn create_sessions(dialect: Dialect) -> Vec<&'static str> {
     match dialect {
@@ -84,6 +91,31 @@ fn create_sessions(dialect: Dialect) -> Vec<&'static str> {
                 data LONGBLOB NOT NULL,
                 INDEX mooring_sessions_user_id (user_id),
                 INDEX mooring_sessions_expires_at (expires_at)
+            ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4",
+        ],
+    }
+}
+
+/// Failure counts and blocks of the login throttle ([`crate::SqlAttemptStore`]): one row per attempt key, dead
+/// once both `window_end` and `blocked_until` have passed (the cleanup deletes by `window_end` first, indexed).
+fn create_attempts(dialect: Dialect) -> Vec<&'static str> {
+    match dialect {
+        Dialect::Sqlite | Dialect::Postgres => vec![
+            r#"CREATE TABLE IF NOT EXISTS mooring_attempts (
+                "key" VARCHAR(64) NOT NULL PRIMARY KEY,
+                failures BIGINT NOT NULL,
+                window_end BIGINT NOT NULL,
+                blocked_until BIGINT NOT NULL
+            )"#,
+            "CREATE INDEX IF NOT EXISTS mooring_attempts_window_end ON mooring_attempts (window_end)",
+        ],
+        Dialect::MySql => vec![
+            "CREATE TABLE IF NOT EXISTS mooring_attempts (
+                `key` VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+                failures BIGINT NOT NULL,
+                window_end BIGINT NOT NULL,
+                blocked_until BIGINT NOT NULL,
+                INDEX mooring_attempts_window_end (window_end)
             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4",
         ],
     }

@@ -15,6 +15,7 @@
 //! - [`stats`]: [`SessionStats`], counters and per-operation latency for metrics.
 //! - [`layer`]: [`SessionLayer`], the tower middleware, and the axum extractor.
 //! - [`error`]: [`Error`], which turns into a clean HTTP response.
+//! - [`throttle`]: [`AttemptStore`] and [`Throttle`], login throttling shared by every replica.
 //!
 //! # Example
 //!
@@ -44,6 +45,7 @@ pub mod record;
 pub mod session;
 pub mod stats;
 pub mod store;
+pub mod throttle;
 
 pub use config::{CookieRuleError, SameSite, SessionConfig};
 pub use error::{Error, Result};
@@ -55,3 +57,4 @@ pub use record::{Applied, Delta, Loaded, Policy, Record, now_ms};
 pub use session::{Session, SessionInfo, SessionManager};
 pub use stats::{SessionStats, StoreOp};
 pub use store::SessionStore;
+pub use throttle::{AttemptKey, AttemptStore, Backoff, Counter, MemoryAttemptStore, Throttle};

@@ -1,6 +1,9 @@
-//! Registration, sign-in, sign-out and the dashboard.
+//! Registration, sign-in (throttled, see [`crate::auth::login_counters`]), sign-out and the dashboard.
+
+use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -68,14 +71,14 @@ async fn register(
     if form.password.chars().count() < 8 {
         errors.push("Choose a password of at least 8 characters.".to_owned());
     }
-    if form.password.len() > 1024 {
+    if form.password.len() > MAX_PASSWORD_BYTES {
         errors.push("That password is too long (1024 bytes at most).".to_owned());
     }
     if form.password != form.password_confirm {
         errors.push("The two passwords differ.".to_owned());
     }
     if errors.is_empty() {
-        let hash = auth::hash_password(form.password).await?;
+        let hash = auth::hash_password(&state, form.password).await?;
         if state.db.create_user(&email, &hash).await? {
             let user = state
                 .db
@@ -94,7 +97,7 @@ async fn register(
         email,
         errors,
     });
-    *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+    *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     Ok(response)
 }
 
@@ -110,6 +113,13 @@ async fn login_form(State(state): State<AppState>, session: Session) -> Result<R
     }))
 }
 
+/// The longest password checked; longer ones fail without reaching the hashing queue, so a queued job holds at
+/// most this much of the client's input.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Signs in. The throttle is asked first (a throttled attempt costs no hash and no database query); then the
+/// password is checked on the hashing pool; a failure counts on all three counters, a success resets the
+/// account's (not the address's).
 async fn login(
     State(state): State<AppState>,
     session: Session,
@@ -118,18 +128,37 @@ async fn login(
 ) -> Result<Response, AppError> {
     auth::check_csrf(&session, &form.csrf).await?;
     let email = normalize_email(&form.email);
-    let user = if form.password.len() <= 1024 {
-        state.db.user_by_email(&email).await?
+    let counters = auth::login_counters(&state.login_limits, &email, &client.ip);
+    if let Some(left) = state
+        .throttle
+        .blocked_for(&counters)
+        .await
+        .map_err(AppError::Throttle)?
+    {
+        return too_many_attempts(&state, &session, email, left).await;
+    }
+    let (user, password) = if form.password.len() <= MAX_PASSWORD_BYTES {
+        (state.db.user_by_email(&email).await?, form.password)
     } else {
-        None
+        (None, String::new())
     };
-    let ok = auth::verify_password(form.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let ok = auth::verify_password(&state, password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     match user {
         Some(user) if ok => {
+            state
+                .throttle
+                .reset(&counters[..2])
+                .await
+                .map_err(AppError::Throttle)?;
             auth::sign_in(&session, user.id, &user.email, &client).await?;
             Ok(Redirect::to("/dashboard").into_response())
         }
         _ => {
+            state
+                .throttle
+                .record_failure(&counters)
+                .await
+                .map_err(AppError::Throttle)?;
             let layout = Layout::new(&state, &session, true).await?;
             let errors = vec!["Email or password is incorrect.".to_owned()];
             let mut response = render(&LoginPage {
@@ -137,10 +166,33 @@ async fn login(
                 email,
                 errors,
             });
-            *response.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
             Ok(response)
         }
     }
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up) and the login page saying when to try again.
+async fn too_many_attempts(
+    state: &AppState,
+    session: &Session,
+    email: String,
+    left: Duration,
+) -> Result<Response, AppError> {
+    let seconds = left.as_millis().div_ceil(1000).max(1);
+    let layout = Layout::new(state, session, true).await?;
+    let unit = if seconds == 1 { "second" } else { "seconds" };
+    let mut response = render(&LoginPage {
+        layout,
+        email,
+        errors: vec![format!("Too many attempts. Try again in {seconds} {unit}.")],
+    });
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&seconds.to_string()).unwrap_or(HeaderValue::from_static("1")),
+    );
+    Ok(response)
 }
 
 async fn logout(session: Session, Form(form): Form<CsrfForm>) -> Result<Response, AppError> {
