@@ -9,6 +9,9 @@
 //! - [`app`]: [`Application`](app::Application) (build, bind, serve, shut down) and the full router.
 //! - `routes`: one module per resource (account, items, sessions, the `/session` probe, health).
 //! - [`auth`]: argon2id passwords, sign-in with id rotation, CSRF checks, client details.
+//! - [`forwarded`]: the client address behind trusted proxies (`TRUSTED_PROXIES`).
+//! - [`http`]: the HTTP server and its limits: header timeout, header and body size, connection and
+//!   in-flight caps, request timeout, security headers.
 //! - [`db`]: users and items in SQL.
 //! - [`pages`]: askama templates and their layout.
 //! - [`error`]: the app's error type and the responses it becomes.
@@ -22,6 +25,8 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod forwarded;
+pub mod http;
 pub mod metrics;
 pub mod otlp;
 pub mod pages;
