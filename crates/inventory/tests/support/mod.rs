@@ -144,6 +144,8 @@ pub struct Client {
     pub cookie_name: String,
     /// The `name=value` pair sent, if any.
     pub cookie: Option<String>,
+    /// Extra headers sent with every request (e.g. `X-Forwarded-For`, as a proxy adds it).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Client {
@@ -158,10 +160,15 @@ impl Client {
             base: base.to_owned(),
             cookie_name: "inventory_session".into(),
             cookie: None,
+            headers: Vec::new(),
         }
     }
 
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = self
+            .headers
+            .iter()
+            .fold(req, |req, (name, value)| req.header(name, value));
         let req = match &self.cookie {
             Some(c) => req.header("cookie", c),
             None => req,
