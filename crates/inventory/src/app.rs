@@ -28,9 +28,26 @@ pub enum StartError {
     /// A setting is wrong.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
-    /// The database could not be opened or migrated.
-    #[error("database: {0}")]
-    Db(#[from] DbError),
+    /// The app's database (users and items) could not be opened or migrated.
+    #[error("the app's database {place} cannot be opened: {detail}; {fix}")]
+    Database {
+        /// Where it is: the SQLite file, or which server (never the URL: it may hold a password).
+        place: String,
+        /// Why, without the session store's wording.
+        detail: String,
+        /// What to do about it.
+        fix: &'static str,
+    },
+    /// The directory of a SQLite database could not be created.
+    #[error(
+        "cannot create {path}, the directory of the SQLite database: {source}; create it, or set DATA_DIR (or DATABASE_URL) to a writable place"
+    )]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The session store could not be opened or migrated.
     #[error("session store: {0}")]
     SessionStore(#[from] mooring_sql::SqlStoreError),
@@ -41,10 +58,14 @@ pub enum StartError {
     #[error("password hashing threads: {0}")]
     Hashing(std::io::Error),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr} ({var}): {source}; if another process (a second instance?) holds it, set {var} to a free port (0 picks one)"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The variable that sets its port: PORT or METRICS_PORT.
+        var: &'static str,
         /// Why.
         source: std::io::Error,
     },
@@ -117,16 +138,83 @@ fn register_hash_metrics(metrics: &Metrics, hasher: &HashPool) {
     );
 }
 
-/// The router with all middleware: request logging outermost, then request metrics, then sessions.
+/// The router with all middleware, outermost first: request logging, request metrics, security headers, the
+/// request timeout and body limit, then (probes excepted) the in-flight limit and sessions. A request shed by
+/// the in-flight limit never reaches the session layer, so it costs no store call.
 pub fn router(state: AppState) -> Router {
-    crate::routes::router()
-        .layer(state.sessions.layer())
+    let limits = &state.http_limits;
+    let app = crate::http::shed_load(
+        crate::routes::router().layer(state.sessions.layer()),
+        limits,
+        Arc::clone(&state.http_stats),
+    );
+    let app = crate::http::limit_requests(app.merge(crate::routes::probes()), limits);
+    crate::http::security_headers(app, state.hsts)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             crate::metrics::track_requests,
         ))
         .layer(axum::middleware::from_fn(crate::telemetry::log_requests))
         .with_state(state)
+}
+
+/// Creates the directory of a SQLite database file, so a fresh install with `APP_KEY` set starts without a
+/// `./data` made beforehand (SQLite creates the file, not its directory).
+fn create_sqlite_dir(url: &str) -> Result<(), StartError> {
+    let Some(path) = sqlite_path(url) else {
+        return Ok(());
+    };
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The file of a `sqlite:` URL; `None` for other databases and in-memory SQLite.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.into())
+}
+
+/// Says which database failed and how to fix it. The app's database shares the session store's SQL layer,
+/// whose errors speak of the "session database": that wording is left out here.
+fn database_error(url: &str, err: DbError) -> StartError {
+    use mooring_sql::SqlStoreError;
+    let detail = match err {
+        DbError::Sql(e) | DbError::Setup(SqlStoreError::Database(e)) => e.to_string(),
+        DbError::Setup(SqlStoreError::Migration {
+            version,
+            description,
+            source,
+        }) => format!("schema migration {version} ({description}) failed: {source}"),
+        DbError::Setup(SqlStoreError::MigrationLockTimeout(secs)) => {
+            format!("timed out after {secs} s waiting for another process's migration lock")
+        }
+        DbError::Setup(other) => other.to_string(),
+    };
+    match sqlite_path(url) {
+        Some(path) => StartError::Database {
+            place: format!("(SQLite file {})", path.display()),
+            detail,
+            fix: "check that its directory is writable, or set DATA_DIR or DATABASE_URL",
+        },
+        None => StartError::Database {
+            place: match mooring_sql::Dialect::from_url(url) {
+                Ok(mooring_sql::Dialect::MySql) => "(the MySQL/MariaDB server in DATABASE_URL)".into(),
+                _ => "(the PostgreSQL server in DATABASE_URL)".into(),
+            },
+            detail,
+            fix: "check DATABASE_URL and that the server is reachable",
+        },
+    }
 }
 
 /// A built application, bound to its port, not yet serving.
@@ -142,7 +230,12 @@ impl Application {
     /// Opens the database and session store (migrating both), and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let keys = config.keys()?;
-        let db = Db::connect(secrecy::ExposeSecret::expose_secret(&config.database_url)).await?;
+        let db_url = secrecy::ExposeSecret::expose_secret(&config.database_url);
+        create_sqlite_dir(db_url)?;
+        if let SessionDriver::Database(url) = &config.session_driver {
+            create_sqlite_dir(url)?;
+        }
+        let db = Db::connect(db_url).await.map_err(|e| database_error(db_url, e))?;
         // Created before the store so a store can register its own counters (`metrics.add_counter(...)`).
         let metrics = Arc::new(Metrics::new());
         let mut redis_store: Option<RedisStore> = None;
@@ -200,23 +293,32 @@ impl Application {
         register_hash_metrics(&metrics, &hasher);
         let sessions = SessionManager::new(store, keys, config.session_config());
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+            addr,
+            var: "PORT",
+            source,
+        })?;
         let metrics_addr = SocketAddr::new(config.host, config.metrics_port);
         let metrics_listener = TcpListener::bind(metrics_addr)
             .await
             .map_err(|source| StartError::Bind {
                 addr: metrics_addr,
+                var: "METRICS_PORT",
                 source,
             })?;
+        let http_stats = Arc::new(crate::http::HttpStats::default());
+        crate::http::register_counters(&metrics, &http_stats);
         let state = AppState {
             db,
             sessions,
             instance: config.instance_name.clone().into(),
             driver,
             accepting: Arc::new(AtomicBool::new(true)),
-            trust_proxy_headers: config.trust_proxy_headers,
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            test_endpoints: config.test_endpoints,
+            http_limits: config.http.clone(),
+            http_stats,
+            hsts: config.cookie_secure,
             metrics,
             store_outage: Arc::new(StoreOutage::new(config.store_timeout)),
             hasher,
@@ -270,13 +372,15 @@ impl Application {
         let _stop_metrics = AbortOnDrop(metrics_server);
         let accepting = Arc::clone(&state.accepting);
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let limits = state.http_limits.clone();
+        let stats = Arc::clone(&state.http_stats);
+        let app = router(state);
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = drain_rx.await;
-                })
-                .await
+            crate::http::serve(listener, app, &limits, stats, async move {
+                let _ = drain_rx.await;
+            })
+            .await;
+            Ok::<(), std::io::Error>(())
         });
         stop.await;
         accepting.store(false, Ordering::SeqCst);

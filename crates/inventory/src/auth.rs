@@ -90,30 +90,19 @@ impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let forwarded = state
-            .trust_proxy_headers
-            .then(|| {
-                parts
-                    .headers
-                    .get("x-forwarded-for")?
-                    .to_str()
-                    .ok()?
-                    .split(',')
-                    .next()
-                    .map(|s| s.trim().to_owned())
-            })
-            .flatten();
-        let peer = parts
+        // The client address as the trusted proxies report it (see `crate::forwarded`), never the leftmost,
+        // client-written X-Forwarded-For entry.
+        let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+            .map(|c| state.trusted_proxies.client(c.0.ip(), &parts.headers).to_string());
         let ua = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         Ok(Self {
-            ip: forwarded.or(peer).unwrap_or_else(|| "unknown".into()),
+            ip: ip.unwrap_or_else(|| "unknown".into()),
             device: describe_device(ua),
         })
     }

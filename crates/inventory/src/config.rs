@@ -14,6 +14,9 @@ use std::time::Duration;
 use mooring::SameSite;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::forwarded::TrustedProxies;
+use crate::http::HttpLimits;
+
 /// One documented variable: name, default, meaning.
 pub struct Variable {
     /// The variable's name.
@@ -69,7 +72,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "SESSION_DRIVER",
         default: "database",
-        help: "Where sessions live: `database` (SQL, see SESSION_DATABASE_URL) or `memory` (one process only, lost on restart).",
+        help: "Where sessions live: `database` (SQL, see SESSION_DATABASE_URL), `redis` (see the REDIS_* variables) or `memory` (one process only, lost on restart).",
     },
     Variable {
         name: "SESSION_DATABASE_URL",
@@ -137,9 +140,49 @@ pub const VARIABLES: &[Variable] = &[
         help: "Then wait at most this long for in-flight requests before exiting.",
     },
     Variable {
+        name: "TRUSTED_PROXIES",
+        default: "0",
+        help: "Proxies whose `X-Forwarded-For` entries are believed, for the client address (sessions page, login throttling): a number of hops (`1`: the load balancer in front; the client is the entry that many places from the right), or comma-separated networks and addresses (`10.0.0.0/8,fd00::/8`: walking from the right, the first address outside them is the client). The leftmost, client-written entry is never taken. `0`: the TCP peer.",
+    },
+    Variable {
         name: "TRUST_PROXY_HEADERS",
         default: "false",
-        help: "Take the client IP shown on the sessions page from X-Forwarded-For (set it behind a load balancer).",
+        help: "Older name: `true` means TRUSTED_PROXIES=1 (the chart sets it). TRUSTED_PROXIES, when set, wins.",
+    },
+    Variable {
+        name: "SESSION_TEST_ENDPOINTS",
+        default: "false",
+        help: "Serve `PUT`/`GET /session/values/{name}` (the session-survival probe and chaos lab use them); 404 when off. `GET /session` is always on.",
+    },
+    Variable {
+        name: "HTTP_HEADER_READ_TIMEOUT_MS",
+        default: "10000",
+        help: "A connection must send a complete request head within this time, else it is closed; also the idle keep-alive timeout. Keep it above a proxy's idle timeout to this app unless the proxy retries on a closed idle connection.",
+    },
+    Variable {
+        name: "HTTP_MAX_HEADER_BYTES",
+        default: "16384",
+        help: "Largest request head (start line and headers); beyond it, `431`.",
+    },
+    Variable {
+        name: "HTTP_MAX_CONNECTIONS",
+        default: "1024",
+        help: "Most connections open at once; beyond it the app stops accepting and new connections wait in the listen backlog.",
+    },
+    Variable {
+        name: "HTTP_MAX_IN_FLIGHT",
+        default: "256",
+        help: "Most requests handled at once (`/healthz` and `/readyz` excepted); beyond it, `503` with `Retry-After: 1` at once.",
+    },
+    Variable {
+        name: "HTTP_REQUEST_TIMEOUT_MS",
+        default: "30000",
+        help: "Longest a request may take, body upload included; beyond it, `408`.",
+    },
+    Variable {
+        name: "HTTP_MAX_BODY_BYTES",
+        default: "65536",
+        help: "Largest request body; beyond it, `413`.",
     },
     Variable {
         name: "LOG_FORMAT",
@@ -426,8 +469,12 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// Wait for in-flight requests at most this long.
     pub shutdown_grace: Duration,
-    /// Use X-Forwarded-For.
-    pub trust_proxy_headers: bool,
+    /// Whose X-Forwarded-For entries are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Serve `/session/values/*`.
+    pub test_endpoints: bool,
+    /// The HTTP server's limits.
+    pub http: HttpLimits,
     /// Log format.
     pub log_format: LogFormat,
     /// OTLP trace export; off (`None`) unless an endpoint is configured.
@@ -694,6 +741,14 @@ impl Config {
             ));
         }
 
+        // The older boolean stays an alias of one hop, so deployments that set it keep their behaviour.
+        let legacy_trust = env.flag("TRUST_PROXY_HEADERS", false)?;
+        let trusted_proxies = match env.get("TRUSTED_PROXIES") {
+            Some(text) => text.parse().map_err(|e: String| bad("TRUSTED_PROXIES", e))?,
+            None if legacy_trust => TrustedProxies::Hops(1),
+            None => TrustedProxies::None,
+        };
+
         Ok(Self {
             app_key,
             key_source,
@@ -729,7 +784,9 @@ impl Config {
                 25,
                 "a number of seconds",
             )?),
-            trust_proxy_headers: env.flag("TRUST_PROXY_HEADERS", false)?,
+            trusted_proxies,
+            test_endpoints: env.flag("SESSION_TEST_ENDPOINTS", false)?,
+            http: http_limits(&env)?,
             log_format,
             trace_export,
             hash_pool,
@@ -774,6 +831,63 @@ impl Config {
             .map_err(|e| bad("APP_PREVIOUS_KEYS", e.to_string()))?;
         mooring::Keys::new(&current, &previous).map_err(|e| bad("APP_KEY", e.to_string()))
     }
+}
+
+/// The HTTP server's limits (`HTTP_*`), each within a range that keeps the server usable.
+fn http_limits<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<HttpLimits, ConfigError> {
+    let defaults = HttpLimits::default();
+    let number = |var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>, unit: &str| {
+        let value: u64 = env.parse(var, default, &format!("a number of {unit}"))?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(bad(
+                var,
+                format!("{value} is outside {}-{} {unit}", range.start(), range.end()),
+            ))
+        }
+    };
+    let ms = |var, default: Duration, range| {
+        number(var, default.as_millis() as u64, range, "milliseconds").map(Duration::from_millis)
+    };
+    let count =
+        |var, default: usize, range, unit| number(var, default as u64, range, unit).map(|n| n as usize);
+    let bytes = |var, default: usize, range| number(var, default as u64, range, "bytes").map(|n| n as usize);
+    Ok(HttpLimits {
+        header_read_timeout: ms(
+            "HTTP_HEADER_READ_TIMEOUT_MS",
+            defaults.header_read_timeout,
+            100..=600_000,
+        )?,
+        // hyper needs room for at least a small head; 1 MiB is already far beyond any browser's.
+        max_header_bytes: bytes(
+            "HTTP_MAX_HEADER_BYTES",
+            defaults.max_header_bytes,
+            1024..=1024 * 1024,
+        )?,
+        max_connections: count(
+            "HTTP_MAX_CONNECTIONS",
+            defaults.max_connections,
+            1..=1_000_000,
+            "connections",
+        )?,
+        max_in_flight: count(
+            "HTTP_MAX_IN_FLIGHT",
+            defaults.max_in_flight,
+            1..=1_000_000,
+            "requests",
+        )?,
+        request_timeout: ms(
+            "HTTP_REQUEST_TIMEOUT_MS",
+            defaults.request_timeout,
+            100..=3_600_000,
+        )?,
+        max_body_bytes: bytes(
+            "HTTP_MAX_BODY_BYTES",
+            defaults.max_body_bytes,
+            1024..=1024 * 1024 * 1024,
+        )?,
+    })
 }
 
 /// Comma-separated `host:port` addresses.
@@ -1312,6 +1426,82 @@ mod tests {
             !err.to_string().contains("too short"),
             "the secret is not echoed: {err}"
         );
+    }
+
+    /// The server's limits have safe defaults, take values in range, and refuse the rest naming the variable.
+    #[test]
+    fn http_limits_default_and_validate() {
+        let c = config(&[KEY]).expect("defaults");
+        assert_eq!(c.http, HttpLimits::default());
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.max_body_bytes, 65536);
+        assert!(!c.test_endpoints, "test endpoints are off by default");
+        let c = config(&[
+            KEY,
+            ("HTTP_HEADER_READ_TIMEOUT_MS", "2000"),
+            ("HTTP_MAX_HEADER_BYTES", "8192"),
+            ("HTTP_MAX_CONNECTIONS", "10"),
+            ("HTTP_MAX_IN_FLIGHT", "5"),
+            ("HTTP_REQUEST_TIMEOUT_MS", "1500"),
+            ("HTTP_MAX_BODY_BYTES", "4096"),
+            ("SESSION_TEST_ENDPOINTS", "true"),
+        ])
+        .expect("config");
+        assert_eq!(
+            c.http,
+            HttpLimits {
+                header_read_timeout: Duration::from_millis(2000),
+                max_header_bytes: 8192,
+                max_connections: 10,
+                max_in_flight: 5,
+                request_timeout: Duration::from_millis(1500),
+                max_body_bytes: 4096,
+            }
+        );
+        assert!(c.test_endpoints);
+        for (var, value) in [
+            ("HTTP_HEADER_READ_TIMEOUT_MS", "0"),
+            ("HTTP_HEADER_READ_TIMEOUT_MS", "soon"),
+            ("HTTP_MAX_HEADER_BYTES", "10"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_IN_FLIGHT", "-1"),
+            ("HTTP_REQUEST_TIMEOUT_MS", "99999999999"),
+            ("HTTP_MAX_BODY_BYTES", "1k"),
+            ("SESSION_TEST_ENDPOINTS", "sometimes"),
+            ("TRUSTED_PROXIES", "the load balancer"),
+            ("TRUSTED_PROXIES", "99"),
+        ] {
+            let err = config(&[KEY, (var, value)]).expect_err(value);
+            assert_eq!(err.var, var, "{err}");
+        }
+    }
+
+    /// TRUST_PROXY_HEADERS=true (the chart's setting) still means one trusted hop; TRUSTED_PROXIES wins.
+    #[test]
+    fn trusted_proxies_keep_the_old_boolean_as_an_alias() {
+        let trusted = |vars: &[(&str, &str)]| {
+            let mut all = vec![KEY];
+            all.extend_from_slice(vars);
+            config(&all).expect("config").trusted_proxies
+        };
+        assert_eq!(trusted(&[]), TrustedProxies::None);
+        assert_eq!(
+            trusted(&[("TRUST_PROXY_HEADERS", "true")]),
+            TrustedProxies::Hops(1)
+        );
+        assert_eq!(trusted(&[("TRUST_PROXY_HEADERS", "false")]), TrustedProxies::None);
+        assert_eq!(
+            trusted(&[("TRUST_PROXY_HEADERS", "true"), ("TRUSTED_PROXIES", "2")]),
+            TrustedProxies::Hops(2)
+        );
+        assert_eq!(
+            trusted(&[("TRUST_PROXY_HEADERS", "true"), ("TRUSTED_PROXIES", "0")]),
+            TrustedProxies::None
+        );
+        assert!(matches!(
+            trusted(&[("TRUSTED_PROXIES", "10.0.0.0/8")]),
+            TrustedProxies::Networks(n) if n.len() == 1
+        ));
     }
 
     /// Export is off unless an endpoint is set; the base URL gets `/v1/traces`, the per-signal URL is kept.

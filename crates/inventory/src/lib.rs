@@ -9,7 +9,11 @@
 //! - [`app`]: [`Application`](app::Application) (build, bind, serve, shut down) and the full router.
 //! - `routes`: one module per resource (account, items, sessions, the `/session` probe, health).
 //! - [`hashing`]: argon2id hashing on a fixed pool of threads with preallocated memory and a bounded queue.
-//! - [`auth`]: passwords (through that pool), login throttling keys, sign-in with id rotation, CSRF checks, client details.
+//! - [`auth`]: passwords (through that pool), login throttling keys, sign-in with id rotation, CSRF checks,
+//!   client details.
+//! - [`forwarded`]: the client address behind trusted proxies (`TRUSTED_PROXIES`).
+//! - [`http`]: the HTTP server and its limits: header timeout, header and body size, connection and
+//!   in-flight caps, request timeout, security headers.
 //! - [`db`]: users and items in SQL.
 //! - [`pages`]: askama templates and their layout.
 //! - [`error`]: the app's error type and the responses it becomes.
@@ -23,7 +27,9 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod forwarded;
 pub mod hashing;
+pub mod http;
 pub mod metrics;
 pub mod otlp;
 pub mod pages;

@@ -8,7 +8,9 @@ use mooring::{SessionManager, Throttle};
 
 use crate::config::LoginLimits;
 use crate::db::Db;
+use crate::forwarded::TrustedProxies;
 use crate::hashing::HashPool;
+use crate::http::{HttpLimits, HttpStats};
 use crate::metrics::Metrics;
 
 /// Shared application state. Cheap to clone.
@@ -24,8 +26,16 @@ pub struct AppState {
     pub driver: &'static str,
     /// False once shutdown has begun: readiness then answers 503.
     pub accepting: Arc<AtomicBool>,
-    /// Whether to believe X-Forwarded-For.
-    pub trust_proxy_headers: bool,
+    /// Which proxies' `X-Forwarded-For` entries are believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// Whether `/session/values/*` are served (`SESSION_TEST_ENDPOINTS`); 404 otherwise.
+    pub test_endpoints: bool,
+    /// The server's limits (`HTTP_*`); the router's layers read them.
+    pub http_limits: HttpLimits,
+    /// What those limits did, for `/metrics`.
+    pub http_stats: Arc<HttpStats>,
+    /// Whether responses carry HSTS (the cookie is HTTPS-only, so the site is served over HTTPS).
+    pub hsts: bool,
     /// What `/metrics` reports; the request middleware records into it.
     pub metrics: Arc<Metrics>,
     /// How long the session store may fail readiness checks before the instance reports not ready.

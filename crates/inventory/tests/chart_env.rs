@@ -288,8 +288,9 @@ fn check_values(profile: &str, extra: Option<&str>) -> (Rendered, Config) {
         config.cookie_secure,
         "behind the TLS ingress the cookie is Secure"
     );
-    assert!(
-        config.trust_proxy_headers,
+    assert_ne!(
+        config.trusted_proxies,
+        inventory::forwarded::TrustedProxies::None,
         "behind the ingress the client address is in X-Forwarded-For"
     );
     assert!(

@@ -23,6 +23,7 @@ async fn start() -> Running {
         ("PORT", "0".to_owned()),
         ("METRICS_PORT", "0".to_owned()),
         ("SESSION_DRIVER", "memory".to_owned()),
+        ("SESSION_TEST_ENDPOINTS", "true".to_owned()),
         (
             "APP_KEY",
             "base64:dGVzdCBrZXkgdGhhdCBpcyBleGFjdGx5IDMyIGJ5dGVz".to_owned(),
@@ -84,7 +85,7 @@ async fn metrics_follow_real_requests_on_their_own_port() {
     let put = http
         .put(format!("{}/session/values/colour", running.app))
         .header("cookie", &cookie)
-        .body("teal")
+        .json("teal")
         .send()
         .await
         .expect("PUT");

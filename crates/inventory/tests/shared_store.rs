@@ -14,6 +14,10 @@ use support::{APP_KEY, Client, Process};
 /// The test is about lost updates, not latency: 16 writers of one session row through two processes retry
 /// their compare-and-set on a loaded two-core CI machine for longer than the 2 s default.
 const STORE_TIMEOUT_MS: &str = "15000";
+/// Sixteen writers of one session retry their compare-and-set against each other; on a loaded machine one
+/// `/session` has taken 29 s to win. The test is about losing nothing, so the request timeout (30 s by
+/// default) is set out of its way.
+const REQUEST_TIMEOUT_MS: &str = "300000";
 
 /// Two processes on one database URL, each with its own DATA_DIR and the same APP_KEY, as replicas run.
 async fn pair(database_url: &str) -> (Process, Process, [tempfile::TempDir; 2]) {
@@ -28,6 +32,7 @@ async fn pair(database_url: &str) -> (Process, Process, [tempfile::TempDir; 2]) 
         ("APP_KEY", APP_KEY),
         ("INSTANCE_NAME", "inventory-a"),
         ("SESSION_STORE_TIMEOUT_MS", STORE_TIMEOUT_MS),
+        ("HTTP_REQUEST_TIMEOUT_MS", REQUEST_TIMEOUT_MS),
     ];
     let b_vars = [
         ("DATABASE_URL", database_url),
@@ -35,6 +40,7 @@ async fn pair(database_url: &str) -> (Process, Process, [tempfile::TempDir; 2]) 
         ("APP_KEY", APP_KEY),
         ("INSTANCE_NAME", "inventory-b"),
         ("SESSION_STORE_TIMEOUT_MS", STORE_TIMEOUT_MS),
+        ("HTTP_REQUEST_TIMEOUT_MS", REQUEST_TIMEOUT_MS),
     ];
     let (a, b) = tokio::join!(Process::spawn(&a_vars), Process::spawn(&b_vars));
     (a, b, dirs)

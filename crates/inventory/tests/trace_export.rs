@@ -169,7 +169,7 @@ async fn spans_reach_the_collector_continue_the_callers_trace_and_are_flushed_on
     let traced = http
         .put(format!("{}/session/values/colour", app.url))
         .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
-        .body("teal")
+        .json("teal")
         .send()
         .await
         .expect("PUT with traceparent");

@@ -75,6 +75,8 @@ impl App {
                 ("LOG_FORMAT", "json"),
                 ("RUST_LOG", "info"),
                 ("SHUTDOWN_GRACE_SECONDS", "2"),
+                // The probe writes and reads session values.
+                ("SESSION_TEST_ENDPOINTS", "true"),
             ])
             .env("DATA_DIR", data)
             .envs(vars.iter().copied())

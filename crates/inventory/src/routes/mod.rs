@@ -17,7 +17,7 @@ use crate::error::AppError;
 use crate::pages::{HomePage, Layout, render};
 use crate::state::AppState;
 
-/// Every route of the app, without middleware (see [`crate::app::router`]).
+/// Every route of the app except the probes, without middleware (see [`crate::app::router`]).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
@@ -26,8 +26,12 @@ pub fn router() -> Router<AppState> {
         .merge(items::router())
         .merge(sessions::router())
         .merge(probe::router())
-        .merge(health::router())
         .fallback(|| async { AppError::NotFound })
+}
+
+/// `/healthz` and `/readyz`, apart from [`router`] so that the in-flight limit never sheds them.
+pub fn probes() -> Router<AppState> {
+    health::router()
 }
 
 async fn home(state: axum::extract::State<AppState>, session: Session) -> Result<Response, AppError> {

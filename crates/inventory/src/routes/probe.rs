@@ -5,15 +5,20 @@
 //! conflict, so concurrent calls through different replicas never lose a hit), and reports which instance
 //! served it and a short fingerprint of the session (never the id).
 //!
-//! `PUT /session/values/{name}` stores the request body (up to 1 KiB of UTF-8) as attribute `probe.{name}`;
-//! `GET /session/values/{name}` reads it back. Each name is its own attribute, so concurrent writers of
-//! different names never overwrite each other. They are JSON endpoints, not forms: a cross-site page cannot
-//! send a PUT without a CORS preflight, which this app never grants, so they need no CSRF token.
+//! `PUT /session/values/{name}` stores the request body, a JSON string (`"value"`, up to 1 KiB of UTF-8), as
+//! attribute `probe.{name}`; `GET /session/values/{name}` reads it back. Each name is its own attribute, so
+//! concurrent writers of different names never overwrite each other. They are JSON endpoints, not forms, and
+//! `PUT` requires `Content-Type: application/json` (else `415`): a cross-site page can send neither a PUT nor
+//! that content type without a CORS preflight, which this app never grants, so they need no CSRF token.
+//!
+//! They exist for tests and the chaos lab, and let anyone store data in a session: they answer `404`, as any
+//! unknown path, unless `SESSION_TEST_ENDPOINTS=true`.
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mooring::Session;
@@ -68,6 +73,9 @@ async fn read_value(
     session: Session,
     Path(name): Path<String>,
 ) -> Result<Response, AppError> {
+    if !state.test_endpoints {
+        return Err(AppError::NotFound);
+    }
     if !valid_name(&name) {
         return Ok(bad_request("names are 1-64 letters, digits, '-' or '_'"));
     }
@@ -79,16 +87,39 @@ async fn write_value(
     State(state): State<AppState>,
     session: Session,
     Path(name): Path<String>,
-    body: String,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, AppError> {
+    if !state.test_endpoints {
+        return Err(AppError::NotFound);
+    }
     if !valid_name(&name) {
         return Ok(bad_request("names are 1-64 letters, digits, '-' or '_'"));
     }
-    if body.len() > MAX_VALUE_BYTES {
+    if !is_json(&headers) {
+        return Ok((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(json!({ "error": "send the value as JSON: Content-Type: application/json" })),
+        )
+            .into_response());
+    }
+    let Ok(value) = serde_json::from_slice::<String>(&body) else {
+        return Ok(bad_request("the body must be a JSON string, such as \"blue\""));
+    };
+    if value.len() > MAX_VALUE_BYTES {
         return Ok(bad_request("values are at most 1024 bytes"));
     }
-    session.insert(&format!("probe.{name}"), &body).await?;
+    session.insert(&format!("probe.{name}"), &value).await?;
     // Saved before answering, so a 200 means the value is in the store.
     session.save().await?;
-    Ok(Json(json!({ "name": name, "value": body, "served_by": &*state.instance })).into_response())
+    Ok(Json(json!({ "name": name, "value": value, "served_by": &*state.instance })).into_response())
+}
+
+/// Whether the request says its body is JSON (`application/json`, parameters such as `charset` allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }

@@ -30,7 +30,7 @@ pub struct TestApp {
 
 impl TestApp {
     /// Starts an instance on a free port. `vars` override the defaults (a fresh DATA_DIR, so a fresh SQLite
-    /// database, and a fixed APP_KEY shared by every instance).
+    /// database, a fixed APP_KEY shared by every instance, and the test endpoints on).
     pub async fn spawn(vars: &[(&str, &str)]) -> Self {
         let data = Arc::new(tempfile::tempdir().expect("tempdir"));
         Self::spawn_in(data, vars).await
@@ -45,6 +45,8 @@ impl TestApp {
             ("APP_KEY", APP_KEY),
             ("LOG_FORMAT", "text"),
             ("SHUTDOWN_GRACE_SECONDS", "5"),
+            // The tests write and read session values; a test of the default passes "false".
+            ("SESSION_TEST_ENDPOINTS", "true"),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -142,6 +144,8 @@ pub struct Client {
     pub cookie_name: String,
     /// The `name=value` pair sent, if any.
     pub cookie: Option<String>,
+    /// Extra headers sent with every request (e.g. `X-Forwarded-For`, as a proxy adds it).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Client {
@@ -156,10 +160,15 @@ impl Client {
             base: base.to_owned(),
             cookie_name: "inventory_session".into(),
             cookie: None,
+            headers: Vec::new(),
         }
     }
 
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = self
+            .headers
+            .iter()
+            .fold(req, |req, (name, value)| req.header(name, value));
         let req = match &self.cookie {
             Some(c) => req.header("cookie", c),
             None => req,
@@ -193,12 +202,21 @@ impl Client {
         self.send(req).await
     }
 
-    /// PUT a text body.
-    pub async fn put(&mut self, path: &str, body: &str) -> Page {
-        let req = self
+    /// PUT a value as the test endpoints take it: a JSON string.
+    pub async fn put(&mut self, path: &str, value: &str) -> Page {
+        let req = self.http.put(format!("{}{path}", self.base)).json(value);
+        self.send(req).await
+    }
+
+    /// PUT a raw body with this Content-Type (none when `None`).
+    pub async fn put_raw(&mut self, path: &str, content_type: Option<&str>, body: &str) -> Page {
+        let mut req = self
             .http
             .put(format!("{}{path}", self.base))
             .body(body.to_owned());
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
         self.send(req).await
     }
 
@@ -272,8 +290,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts the binary with `HOST=127.0.0.1`, `PORT=0`, `METRICS_PORT=0` and JSON logs, plus `vars` (which
-    /// may set `PORT`), and waits for its "inventory is serving" log line. Only these variables shape the run:
+    /// Starts the binary with `HOST=127.0.0.1`, `PORT=0`, `METRICS_PORT=0`, JSON logs and the test endpoints on,
+    /// plus `vars` (which may override them), and waits for its "inventory is serving" log line. Only these variables shape the run:
     /// every variable the app reads is cleared from the inherited environment first. The log is echoed
     /// (prefixed with the instance name) so it shows when a test fails.
     pub async fn spawn(vars: &[(&str, &str)]) -> Self {
@@ -290,6 +308,7 @@ impl Process {
             ("METRICS_PORT", "0"),
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "info"),
+            ("SESSION_TEST_ENDPOINTS", "true"),
         ])
         .envs(vars.iter().copied())
         .stdin(std::process::Stdio::null())

@@ -369,7 +369,7 @@ impl Writer {
             .timeout(Duration::from_secs(15))
             .build()?;
         let url = format!("{base}/session/values/moor-writer");
-        let response = http.put(&url).body("before").send().await?;
+        let response = http.put(&url).json("before").send().await?;
         anyhow::ensure!(
             response.status().is_success(),
             "the writer's first write got {}",
@@ -395,7 +395,7 @@ impl Writer {
                 .http
                 .put(&self.url)
                 .header("cookie", &self.cookie)
-                .body(format!("w{n}"))
+                .json(&format!("w{n}"))
                 .send()
                 .await;
             if sent.is_ok_and(|r| r.status().is_success()) {

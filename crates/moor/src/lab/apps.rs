@@ -97,6 +97,8 @@ impl Spec {
             ("INSTANCE_NAME", self.name.clone()),
             ("DATABASE_URL", database_url.clone()),
             ("TRUST_PROXY_HEADERS", "true".into()),
+            // The probe and the chaos scenarios write and read session values.
+            ("SESSION_TEST_ENDPOINTS", "true".into()),
             ("LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info".into()),
             ("SHUTDOWN_DELAY_SECONDS", SHUTDOWN_DELAY_SECONDS.to_string()),

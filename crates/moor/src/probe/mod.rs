@@ -27,7 +27,8 @@
 //!    to `/dashboard`. The probe also uses this after a logout, to carry on.
 //! 4. **`GET /dashboard`** answers 200 while the session is signed in, and a redirect to a path containing
 //!    `/login` (or a 401) when it is not.
-//! 5. **`PUT /session/values/{name}`** stores the request body (a short ASCII string, under 100 bytes) as the
+//! 5. **`PUT /session/values/{name}`** stores the request body, a JSON string (a short ASCII string, under 100
+//!    bytes, sent as JSON with `Content-Type: application/json`), as the
 //!    session value `name` and answers 200 only once it is durably stored: **a 200 is an acknowledged write**.
 //!    Names are 1-64 characters of `[A-Za-z0-9_-]`; the probe never writes the same name twice.
 //! 6. **`GET /session/values/{name}`** answers 200 with the JSON object `{"name": NAME, "value": VALUE}`, where

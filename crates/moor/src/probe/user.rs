@@ -181,7 +181,8 @@ impl VirtualUser {
         }
         req = match body {
             RequestBody::None => req,
-            RequestBody::Text(text) => req.body(text.to_owned()),
+            // The value endpoints take a JSON string, and only as `application/json` (else 415).
+            RequestBody::Json(text) => req.json(text),
             RequestBody::Form(fields) => req.form(fields),
         };
         let at = Instant::now();
@@ -551,7 +552,7 @@ impl VirtualUser {
     async fn write(&mut self, name: &str, value: &str) -> Option<Instant> {
         let path = format!("/session/values/{name}");
         let (at, latency, answer, change) = self
-            .session_request(Method::PUT, &path, RequestBody::Text(value))
+            .session_request(Method::PUT, &path, RequestBody::Json(value))
             .await?;
         self.record(at, latency, Outcome::Ok);
         self.recorder.acked(at);
@@ -753,7 +754,8 @@ impl VirtualUser {
 #[derive(Clone, Copy)]
 enum RequestBody<'a> {
     None,
-    Text(&'a str),
+    /// A string, sent as JSON.
+    Json(&'a str),
     Form(&'a [(&'a str, &'a str)]),
 }
 
