@@ -1097,3 +1097,34 @@ async fn plaintext_records_are_refused_with_encryption_unless_migrating() {
     );
     assert_eq!(strict.stats().records_refused.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn a_token_stored_by_an_older_version_still_verifies() {
+    let f = fixture();
+    let cookie = pair(&set_cookie(&send(&f.app, "/incr", None).await).expect("cookie"));
+    let key = only_key(&f.store);
+    // What a session created before derived tokens holds: `_csrf`, a plain MessagePack string.
+    let legacy = "legacytokenlegacytoken";
+    let mut record = raw(&f.store, &key).await;
+    let mut value = vec![0x01, 0xa0 | legacy.len() as u8];
+    value.extend_from_slice(legacy.as_bytes());
+    record.attrs.insert("_csrf".into(), value);
+    put_raw(&f.store, &key, &record).await;
+    assert_eq!(
+        post(&f.app, "/submit", Some(&cookie), legacy).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    // The derived token works as well, and is what pages get from now on.
+    let (token, _) = form(send(&f.app, "/form", Some(&cookie)).await).await;
+    assert_ne!(token, legacy);
+    assert_eq!(
+        post(&f.app, "/submit", Some(&cookie), &token).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        post(&f.app, "/submit", Some(&cookie), "legacytokenlegacytokeX")
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}
