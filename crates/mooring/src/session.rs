@@ -18,7 +18,7 @@
 //! # Pre-sessions: what creates a record
 //!
 //! A session without a record is a *pre-session*. Its CSRF token is derived from its id
-//! ([`Keys`](crate::Keys)), and its flash messages travel in its cookie (`p.<id>.<body>.<tag>`, MAC'd, at most
+//! ([`Keys`]), and its flash messages travel in its cookie (`p.<id>.<body>.<tag>`, MAC'd, at most
 //! [`MAX_PRE_FLASH_BYTES`] of messages, Max-Age the idle timeout). A request with a pre-session cookie
 //! costs no store call: the engine knows no record exists. Only a write that must persist, [`Session::set_user`]
 //! or [`Session::insert`] of an app attribute, creates a record, under the same id (so the token stays valid),
