@@ -668,11 +668,11 @@ impl Config {
                 ),
                 mooring::CookieRuleError::HostWithDomain(_) => bad(
                     "SESSION_DOMAIN",
-                    format!("{e}: unset SESSION_DOMAIN or drop the prefix from SESSION_COOKIE"),
+                    format!("{e}: unset SESSION_DOMAIN, or set SESSION_COOKIE to a name without the prefix"),
                 ),
                 mooring::CookieRuleError::HostWithPath(..) => bad(
                     "SESSION_PATH",
-                    format!("{e}: set SESSION_PATH=/ or drop the prefix from SESSION_COOKIE"),
+                    format!("{e}: set SESSION_PATH=/, or set SESSION_COOKIE to a name without the prefix"),
                 ),
             })?;
         let session_idle = env.minutes("SESSION_LIFETIME", 120)?;

@@ -17,11 +17,11 @@
 //! bits, base64url. It depends on the id alone, so it is the same before and after a pre-session becomes a
 //! stored session, and changes with the id on [`regenerate`](crate::Session::regenerate).
 //!
-//! Stored values carry a one-byte envelope tag: [`PLAIN`], [`SEALED`] (the first encrypted format) or
-//! [`SEALED_V2`]. A sealed value is `tag || nonce (24) || XChaCha20-Poly1305(value)`. Associated data: the
-//! store key and the attribute name ([`SEALED`]); plus the record's absolute deadline and user
-//! ([`SEALED_V2`], written by this version), so a value cannot be moved to another session, attribute, user or
-//! lifetime unnoticed. With encryption on, every record also carries [`RecordAuth`]: a MAC over its identity
+//! Stored values carry a one-byte envelope tag: `PLAIN`, `SEALED` (the first encrypted format) or
+//! `SEALED_V2`. A sealed value is `tag || nonce (24) || XChaCha20-Poly1305(value)`. Associated data: the
+//! store key and the attribute name (`SEALED`); plus the record's absolute deadline and user
+//! (`SEALED_V2`, written by this version), so a value cannot be moved to another session, attribute, user or
+//! lifetime unnoticed. With encryption on, every record also carries an identity MAC (`record_mac`) over its identity
 //! (store key, created, deadline, user), checked on every load.
 
 use std::fmt;

@@ -18,7 +18,7 @@
 //! # Pre-sessions: what creates a record
 //!
 //! A session without a record is a *pre-session*. Its CSRF token is derived from its id
-//! ([`Keys`](crate::Keys)), and its flash messages travel in its cookie (`p.<id>.<body>.<tag>`, MAC'd, at most
+//! ([`Keys`]), and its flash messages travel in its cookie (`p.<id>.<body>.<tag>`, MAC'd, at most
 //! [`MAX_PRE_FLASH_BYTES`] of messages, Max-Age the idle timeout). A request with a pre-session cookie
 //! costs no store call: the engine knows no record exists. Only a write that must persist, [`Session::set_user`]
 //! or [`Session::insert`] of an app attribute, creates a record, under the same id (so the token stays valid),
@@ -482,46 +482,44 @@ impl Session {
     /// Loads the record of a stored-session cookie; leaves `st` unloaded if there is none (or it is refused).
     async fn load_stored(&self, st: &mut State, id: SessionId) -> Result<()> {
         let shared = &self.shared;
+        let key = id.store_key();
+        match shared
+            .timed(StoreOp::Load, shared.store.load(&key, &shared.policy()))
+            .await
         {
-            let key = id.store_key();
-            match shared
-                .timed(StoreOp::Load, shared.store.load(&key, &shared.policy()))
-                .await
-            {
-                Ok(Some(loaded)) if loaded.record.deadline > now_ms() => {
-                    match self.open_record(&key, &loaded.record) {
-                        Ok((attrs, legacy)) => {
-                            bump(&shared.stats.loads_hit);
-                            st.attrs = attrs;
-                            st.id = Some(id);
-                            st.version = Some(loaded.version);
-                            st.created_at = loaded.record.created_at;
-                            st.deadline = loaded.record.deadline;
-                            st.user = loaded.record.user;
-                            st.loaded = true;
-                            if legacy {
-                                // Accepted under the migration setting: reseal every value and add the MAC.
-                                st.needs_auth = true;
-                                st.set = st.attrs.keys().cloned().collect();
-                            }
-                            return Ok(());
+            Ok(Some(loaded)) if loaded.record.deadline > now_ms() => {
+                match self.open_record(&key, &loaded.record) {
+                    Ok((attrs, legacy)) => {
+                        bump(&shared.stats.loads_hit);
+                        st.attrs = attrs;
+                        st.id = Some(id);
+                        st.version = Some(loaded.version);
+                        st.created_at = loaded.record.created_at;
+                        st.deadline = loaded.record.deadline;
+                        st.user = loaded.record.user;
+                        st.loaded = true;
+                        if legacy {
+                            // Accepted under the migration setting: reseal every value and add the MAC.
+                            st.needs_auth = true;
+                            st.set = st.attrs.keys().cloned().collect();
                         }
-                        Err(Refusal::Unauthenticated(why)) => {
-                            bump(&shared.stats.records_refused);
-                            tracing::warn!(session = %key.fingerprint(), reason = why, "unauthenticated session record refused");
-                            st.corrupt = Some(key);
-                        }
+                        return Ok(());
+                    }
+                    Err(Refusal::Unauthenticated(why)) => {
+                        bump(&shared.stats.records_refused);
+                        tracing::warn!(session = %key.fingerprint(), reason = why, "unauthenticated session record refused");
+                        st.corrupt = Some(key);
                     }
                 }
-                Ok(Some(_)) => bump(&shared.stats.loads_expired),
-                Ok(None) => bump(&shared.stats.loads_miss),
-                Err(Error::Corrupt(detail)) => {
-                    bump(&shared.stats.loads_corrupt);
-                    tracing::warn!(session = %key.fingerprint(), %detail, "corrupt session record treated as absent");
-                    st.corrupt = Some(key);
-                }
-                Err(err) => return Err(err),
             }
+            Ok(Some(_)) => bump(&shared.stats.loads_expired),
+            Ok(None) => bump(&shared.stats.loads_miss),
+            Err(Error::Corrupt(detail)) => {
+                bump(&shared.stats.loads_corrupt);
+                tracing::warn!(session = %key.fingerprint(), %detail, "corrupt session record treated as absent");
+                st.corrupt = Some(key);
+            }
+            Err(err) => return Err(err),
         }
         Ok(())
     }

@@ -1106,3 +1106,63 @@ async fn plaintext_records_are_refused_with_encryption_unless_migrating() {
     );
     assert_eq!(strict.stats().records_refused.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn a_token_stored_by_an_older_version_still_verifies() {
+    let f = fixture();
+    let cookie = pair(&set_cookie(&send(&f.app, "/incr", None).await).expect("cookie"));
+    let key = only_key(&f.store);
+    // What a session created before derived tokens holds: `_csrf`, a plain MessagePack string.
+    let legacy = "legacytokenlegacytoken";
+    let mut record = raw(&f.store, &key).await;
+    let mut value = vec![0x01, 0xa0 | legacy.len() as u8];
+    value.extend_from_slice(legacy.as_bytes());
+    record.attrs.insert("_csrf".into(), value);
+    put_raw(&f.store, &key, &record).await;
+    assert_eq!(
+        post(&f.app, "/submit", Some(&cookie), legacy).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    // The derived token works as well, and is what pages get from now on.
+    let (token, _) = form(send(&f.app, "/form", Some(&cookie)).await).await;
+    assert_ne!(token, legacy);
+    assert_eq!(
+        post(&f.app, "/submit", Some(&cookie), &token).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        post(&f.app, "/submit", Some(&cookie), "legacytokenlegacytokeX")
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn a_pre_session_lives_as_long_as_the_idle_timeout() {
+    let f = fixture_with(
+        Keys::new(SECRET, &[]).expect("keys"),
+        SessionConfig::default()
+            .with_cookie_name("sid")
+            .with_idle_timeout(Duration::from_millis(1200)),
+    );
+    let res = send(&f.app, "/form", None).await;
+    let cookie = pair(&set_cookie(&res).expect("cookie"));
+    let (token, _) = form(res).await;
+    // Past half its lifetime, a page with a form re-issues it: same id, same token, a new expiry.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let res = send(&f.app, "/form", Some(&cookie)).await;
+    let refreshed = pair(&set_cookie(&res).expect("refreshed"));
+    assert_ne!(refreshed, cookie);
+    assert_eq!(form(res).await.0, token);
+    // Past its expiry (MAC'd inside the cookie, whatever the client does with Max-Age), it is ignored.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let res = send(&f.app, "/form", Some(&refreshed)).await;
+    assert!(set_cookie(&res).is_some(), "a new pre-session");
+    assert_ne!(form(res).await.0, token, "a new id, so a new token");
+    assert_eq!(
+        post(&f.app, "/submit", Some(&refreshed), &token).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(f.store.calls.load(Ordering::SeqCst), 0);
+}
