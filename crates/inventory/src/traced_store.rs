@@ -99,10 +99,18 @@ impl SessionStore for TracedStore {
             .await
     }
 
-    async fn list_user(&self, user: &str) -> Result<Vec<(StoreKey, Loaded)>> {
+    async fn list_user(&self, user: &str, limit: usize) -> Result<Vec<(StoreKey, Loaded)>> {
         self.traced(
             store_span!(self, "session_store.list_user"),
-            self.inner.list_user(user),
+            self.inner.list_user(user, limit),
+        )
+        .await
+    }
+
+    async fn count_user(&self, user: &str) -> Result<u64> {
+        self.traced(
+            store_span!(self, "session_store.count_user"),
+            self.inner.count_user(user),
         )
         .await
     }
