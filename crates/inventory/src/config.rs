@@ -27,6 +27,9 @@ pub struct Variable {
     pub help: &'static str,
 }
 
+/// The largest SESSION_MAX_PER_USER: the cap also bounds the sessions page, which must stay small.
+const MAX_SESSIONS_PER_USER: u32 = 1000;
+
 /// Every variable the app reads.
 pub const VARIABLES: &[Variable] = &[
     Variable {
@@ -128,6 +131,11 @@ pub const VARIABLES: &[Variable] = &[
         name: "SESSION_STORE_TIMEOUT_MS",
         default: "2000",
         help: "Longest a session store call may take before the request gets 503 with Retry-After.",
+    },
+    Variable {
+        name: "SESSION_MAX_PER_USER",
+        default: "20",
+        help: "Most sessions one account may have signed in at once (1 to 1000). A sign-in beyond it signs the account's oldest session out; the sessions page lists at most this many. `0` removes the cap (the page then lists the newest 100).",
     },
     Variable {
         name: "SHUTDOWN_DELAY_SECONDS",
@@ -465,6 +473,8 @@ pub struct Config {
     pub session_encrypt_migrate: bool,
     /// Session store call timeout.
     pub store_timeout: Duration,
+    /// The most sessions one user may have (0: no cap).
+    pub session_max_per_user: u32,
     /// Serve on after SIGTERM with readiness off.
     pub shutdown_delay: Duration,
     /// Wait for in-flight requests at most this long.
@@ -687,6 +697,16 @@ impl Config {
         if !(10..=60_000).contains(&timeout_ms) {
             return Err(bad("SESSION_STORE_TIMEOUT_MS", "must be between 10 and 60000"));
         }
+        let session_max_per_user: u32 =
+            env.parse("SESSION_MAX_PER_USER", 20, "a number of sessions (0 for no cap)")?;
+        if session_max_per_user > MAX_SESSIONS_PER_USER {
+            return Err(bad(
+                "SESSION_MAX_PER_USER",
+                format!(
+                    "must be at most {MAX_SESSIONS_PER_USER} (the sessions page lists that many), or 0 for no cap"
+                ),
+            ));
+        }
         let log_format = match env.get("LOG_FORMAT").map(|f| f.to_ascii_lowercase()).as_deref() {
             None | Some("auto") => LogFormat::Auto,
             Some("json") => LogFormat::Json,
@@ -774,6 +794,7 @@ impl Config {
             session_encrypt: env.flag("SESSION_ENCRYPT", false)?,
             session_encrypt_migrate: env.flag("SESSION_ENCRYPT_MIGRATE", false)?,
             store_timeout: Duration::from_millis(timeout_ms),
+            session_max_per_user,
             shutdown_delay: Duration::from_secs(env.parse(
                 "SHUTDOWN_DELAY_SECONDS",
                 0,
@@ -809,6 +830,7 @@ impl Config {
             .with_encryption(self.session_encrypt)
             .with_plaintext_migration(self.session_encrypt_migrate)
             .with_store_timeout(self.store_timeout)
+            .with_max_sessions_per_user(self.session_max_per_user)
     }
 
     /// The key ring, from APP_KEY and APP_PREVIOUS_KEYS.
@@ -1191,6 +1213,25 @@ mod tests {
         );
         let short = config(&[KEY, ("LOGIN_LOCKOUT_WINDOW_SECONDS", "60")]).expect("short window");
         assert_eq!(short.login_backoff.max_lock, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_session_cap_defaults_to_twenty_and_zero_removes_it() {
+        let cap = |value: Option<&str>| {
+            let mut vars = vec![KEY];
+            if let Some(v) = value {
+                vars.push(("SESSION_MAX_PER_USER", v));
+            }
+            config(&vars).map(|c| c.session_config().max_sessions_per_user().map(|n| n.get()))
+        };
+        assert_eq!(cap(None).expect("default"), Some(20));
+        assert_eq!(cap(Some("3")).expect("three"), Some(3));
+        assert_eq!(cap(Some("1000")).expect("the largest"), Some(1000));
+        assert_eq!(cap(Some("0")).expect("no cap"), None);
+        for bad in ["-1", "lots", "1001", "4294967296"] {
+            let err = cap(Some(bad)).expect_err(bad).to_string();
+            assert!(err.contains("SESSION_MAX_PER_USER"), "{bad}: {err}");
+        }
     }
 
     /// Replicas starting together on one DATA_DIR must end up with one key, never a half-written one.

@@ -208,7 +208,8 @@ async fn dashboard(State(state): State<AppState>, session: Session) -> Result<Re
         Err(redirect) => return Ok(redirect),
     };
     let items = state.db.items(user_id).await?;
-    let session_count = session.user_sessions().await?.len();
+    // Counted by the store, without loading any of the user's sessions.
+    let session_count = usize::try_from(session.user_session_count().await?).unwrap_or(usize::MAX);
     let fingerprint = session.fingerprint().await?;
     let layout = Layout::new(&state, &session, true).await?;
     Ok(render(&DashboardPage {

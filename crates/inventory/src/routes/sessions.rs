@@ -1,4 +1,5 @@
-//! "Your sessions": every signed-in device of the user, and signing out the others.
+//! "Your sessions": the user's signed-in devices, and signing out the others. The list is bounded: at most
+//! SESSION_MAX_PER_USER sessions (the newest), which with the cap enforced at sign-in is every one of them.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
