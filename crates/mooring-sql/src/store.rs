@@ -320,9 +320,7 @@ impl SqlStore {
             .await?;
         Ok(())
     }
-}
 
-impl SqlStore {
     /// Deletes `user`'s oldest live sessions other than `attached` until the policy's cap holds.
     async fn enforce_cap(&self, attached: &StoreKey, user: &str, policy: &Policy) -> mooring::Result<()> {
         let Some(cap) = policy.max_sessions_per_user else {
