@@ -87,6 +87,7 @@ use tokio::task::JoinHandle;
 
 use recorder::Recorder;
 pub use report::{Event, Percentiles, ProbeReport, Second, Totals};
+pub(crate) use user::{find_csrf, parse_set_cookie, points_to};
 use user::VirtualUser;
 
 /// The longest the final verification of [`Probe::stop`] may take; values left unread are `unverified_writes`.
