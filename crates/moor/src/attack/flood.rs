@@ -73,16 +73,20 @@ pub struct AnonymousFlood {
     /// Answers to the failing form posts: a registration whose passwords differ (422), and a sign-in with
     /// a forged token (403). Neither costs a password hash.
     pub posts: Tally,
+    /// Views not sent because the deadline passed first.
+    pub skipped: u64,
 }
 
 /// `views` cookieless page views, alternating `GET /login` and `GET /register`, `concurrency` at a time,
 /// spread over `sources`. Every tenth view posts its registration form back with two different passwords,
 /// and every tenth (offset by five) posts a sign-in with a forged token: failed forms, with the view's cookie.
+/// Views not started by `until` are skipped (and counted).
 pub async fn anonymous_flood(
     base: &str,
     views: usize,
     sources: &[Ipv4Addr],
     concurrency: usize,
+    until: Instant,
 ) -> anyhow::Result<AnonymousFlood> {
     anyhow::ensure!(!sources.is_empty(), "the anonymous flood needs a source address");
     let clients = sources
@@ -95,6 +99,10 @@ pub async fn anonymous_flood(
             let http = clients[n % clients.len()].clone();
             async move {
                 let mut report = AnonymousFlood::default();
+                if Instant::now() >= until {
+                    report.skipped = 1;
+                    return report;
+                }
                 let path = if n % 2 == 0 { "/login" } else { "/register" };
                 let page = read(http.get(format!("{base}{path}"))).await;
                 report.pages.outcome(&page);
@@ -142,6 +150,7 @@ pub async fn anonymous_flood(
     for report in outcomes {
         total.pages.merge(&report.pages);
         total.posts.merge(&report.posts);
+        total.skipped += report.skipped;
     }
     Ok(total)
 }

@@ -70,7 +70,10 @@ fn requests(host: &str) -> Vec<(&'static str, Vec<u8>)> {
         ("huge session value", huge_put),
         (
             "64 KiB header",
-            head("GET /login HTTP/1.1", &format!("X-Big: {}\r\n", "b".repeat(64 << 10))),
+            head(
+                "GET /login HTTP/1.1",
+                &format!("X-Big: {}\r\n", "b".repeat(64 << 10)),
+            ),
         ),
         ("300 headers", head("GET /login HTTP/1.1", &many_headers)),
         (

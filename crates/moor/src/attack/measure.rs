@@ -98,6 +98,9 @@ impl RssSampler {
 pub struct Census {
     /// `INFO memory` `used_memory`, in bytes.
     pub used_memory: u64,
+    /// `mem_replication_backlog` + `mem_aof_buffer`, in bytes: buffers that fill with any write (the
+    /// backlog up to `repl-backlog-size`, 1 MiB by default) whatever the traffic is.
+    pub write_buffers: u64,
     /// Session records with a user.
     pub user_records: u64,
     /// Session records without a user: what anonymous visitors cost.
@@ -115,6 +118,13 @@ pub struct Census {
     pub other_bytes: u64,
 }
 
+impl Census {
+    /// `used_memory` less the write buffers: what the keys and the clients take.
+    pub fn data_memory(&self) -> u64 {
+        self.used_memory.saturating_sub(self.write_buffers)
+    }
+}
+
 /// Counts the keys of the Redis at `addr` (`host:port`), with `SCAN`, in batches.
 pub async fn census(addr: &str) -> anyhow::Result<Census> {
     let client = redis::Client::open(format!("redis://{addr}/"))?;
@@ -130,10 +140,14 @@ pub async fn census(addr: &str) -> anyhow::Result<Census> {
         .query_async(&mut connection)
         .await
         .context("INFO memory")?;
-    let mut census = Census {
-        used_memory: crate::lab::info_field(&info, "used_memory")
+    let field = |name: &str| -> u64 {
+        crate::lab::info_field(&info, name)
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
+            .unwrap_or(0)
+    };
+    let mut census = Census {
+        used_memory: field("used_memory"),
+        write_buffers: field("mem_replication_backlog") + field("mem_aof_buffer"),
         ..Census::default()
     };
     let mut cursor: u64 = 0;
@@ -152,8 +166,10 @@ pub async fn census(addr: &str) -> anyhow::Result<Census> {
                 pipe.cmd("PTTL").arg(key);
                 pipe.cmd("MEMORY").arg("USAGE").arg(key);
             }
-            let facts: Vec<(String, i64, Option<u64>)> =
-                pipe.query_async(&mut connection).await.context("TYPE / PTTL / MEMORY USAGE")?;
+            let facts: Vec<(String, i64, Option<u64>)> = pipe
+                .query_async(&mut connection)
+                .await
+                .context("TYPE / PTTL / MEMORY USAGE")?;
             let hashes: Vec<&Vec<u8>> = keys
                 .iter()
                 .zip(&facts)

@@ -272,7 +272,12 @@ impl Browser {
     /// leaving this browser's cookies as they are.
     pub async fn get_with_cookie(&self, path: &str, cookie: &[u8]) -> anyhow::Result<reqwest::Result<Page>> {
         let value = HeaderValue::from_bytes(cookie).context("a Cookie header value")?;
-        Ok(read(self.http.get(format!("{}{path}", self.base)).header(COOKIE, value)).await)
+        Ok(read(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .header(COOKIE, value),
+        )
+        .await)
     }
 
     fn apply(&mut self, page: &Page) {
@@ -309,14 +314,24 @@ impl Browser {
 
     /// GETs the form at `path`, POSTs `fields` with its token until the answer redirects to the dashboard
     /// (retrying a `503` that carries `Retry-After`), then checks the dashboard.
-    async fn submit(&mut self, path: &str, fields: &[(&str, &str)], email: &str, deadline: Instant) -> SignIn {
+    async fn submit(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        email: &str,
+        deadline: Instant,
+    ) -> SignIn {
         let started = Instant::now();
         let mut retries = 0;
         let result = async {
             let csrf = loop {
                 let page = self.get(path).await.with_context(|| format!("GET {path}"))?;
                 match page.status {
-                    200 => break page.csrf().with_context(|| format!("GET {path}: no _csrf in the form"))?,
+                    200 => {
+                        break page
+                            .csrf()
+                            .with_context(|| format!("GET {path}: no _csrf in the form"))?;
+                    }
                     503 => retries += wait_out(&page, deadline, &format!("GET {path}")).await?,
                     s => anyhow::bail!("GET {path} answered {s}"),
                 }
@@ -369,7 +384,9 @@ async fn wait_out(page: &Page, deadline: Instant, what: &str) -> anyhow::Result<
     let Some(seconds) = page.retry_after else {
         anyhow::bail!("{what} answered 503 without Retry-After");
     };
-    let wait = Duration::from_secs(seconds).min(MAX_RETRY_WAIT).max(Duration::from_millis(100));
+    let wait = Duration::from_secs(seconds)
+        .min(MAX_RETRY_WAIT)
+        .max(Duration::from_millis(100));
     if Instant::now() + wait > deadline {
         anyhow::bail!("{what} still answered 503 at the deadline");
     }
@@ -401,7 +418,12 @@ pub(crate) async fn read(request: reqwest::RequestBuilder) -> reqwest::Result<Pa
     let response = request.send().await?;
     let status = response.status().as_u16();
     let headers = response.headers();
-    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let location = text(LOCATION);
     let retry_after = text(RETRY_AFTER).and_then(|v| v.trim().parse().ok());
     let set_cookies = headers
@@ -460,7 +482,11 @@ mod tests {
         for status in [200, 401, 429, 503, 0, 413] {
             tally.status(status);
         }
-        assert_eq!(tally.server_failures(), 0, "a 503 with Retry-After and a close are fine");
+        assert_eq!(
+            tally.server_failures(),
+            0,
+            "a 503 with Retry-After and a close are fine"
+        );
         tally.status(500);
         tally.status(502);
         tally.unavailable_without_retry_after += 1;
@@ -477,7 +503,8 @@ mod tests {
             location: None,
             retry_after: None,
             set_cookies: Vec::new(),
-            body: r#"<li><span id="user-email" class="user-email" title="Signed in as a@b">a@b</span></li>"#.into(),
+            body: r#"<li><span id="user-email" class="user-email" title="Signed in as a@b">a@b</span></li>"#
+                .into(),
         };
         assert_eq!(page.user_email().as_deref(), Some("a@b"));
     }

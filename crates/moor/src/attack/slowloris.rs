@@ -55,7 +55,12 @@ pub async fn slowloris(
         .collect()
 }
 
-async fn slow_socket(target: SocketAddr, source: Ipv4Addr, interval: Duration, observe: Duration) -> SlowSocket {
+async fn slow_socket(
+    target: SocketAddr,
+    source: Ipv4Addr,
+    interval: Duration,
+    observe: Duration,
+) -> SlowSocket {
     let mut fate = SlowSocket {
         target,
         closed_after: None,

@@ -5,7 +5,8 @@
 //!   `GET /login` + `POST /login` with a wrong password for random accounts. Each attempt costs a password
 //!   hash (19 MiB of argon2 memory); per-address throttling cannot stop them all, so what holds is the app's
 //!   bounded hashing (fixed workers, a bounded queue, `503` + `Retry-After` beyond).
-//! - **anonymous flood**: 2,000 cookieless `GET /login` / `GET /register` (600 short), with failing form posts.
+//! - **anonymous flood**: 2,000 cookieless `GET /login` / `GET /register` (600 short), with failing form posts
+//!   (those not sent by the end of the window are counted as skipped).
 //! - **slowloris**: 200 sockets (40 short) sending one header byte every 5 s (1 s short), half at HAProxy and
 //!   half straight at the app instances (as behind a pass-through load balancer); each one's closing time.
 //! - **cookie tossing**: a real user's dashboard requests carrying a second, valid session cookie of the
@@ -29,14 +30,18 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
+
 use super::{Budget, Ctx, Injected};
 use crate::attack::{self, Browser, SignIn, SlowSocket, Tally, measure};
 use crate::probe::ProbeReport;
 
-/// The real users' p99 latency bound. Measured first: the probe's p99 under the whole attack on the 2-core
-/// development machine (debug build, 3 apps, 20 users): see the runbook. The bound leaves room for a slower
-/// CI machine while still failing when real users queue behind password hashes.
-pub(crate) const P99_BOUND: Duration = Duration::from_millis(1500);
+/// The real users' p99 latency bound. Measured before the hashing bound existed, on the 2-core development
+/// machine (debug build, 3 apps, 20 users): 1.13 s in the short form, 3.38 s in the full one (real users
+/// queued behind 40 clients' hashes). Whatever the app does, the flood keeps both cores busy (the hashing
+/// workers run at full speed), so a real user's page waits for a core: 2 s at p99 is what a user still reads as
+/// "slow, but working", and it fails as soon as real users queue behind hashes again.
+pub(crate) const P99_BOUND: Duration = Duration::from_secs(2);
 /// The app's memory besides password hashing: code, allocator arenas, connection buffers under the attack.
 /// Measured idle RSS of a debug `inventory` is ~20 MiB; 40 MiB is the figure the chart's formula uses.
 pub(crate) const RSS_BASELINE_MIB: u64 = 40;
@@ -44,10 +49,10 @@ pub(crate) const RSS_BASELINE_MIB: u64 = 40;
 pub(crate) const HASH_MIB: u64 = 19;
 /// Hashing workers when the app does not document a numeric default (the brief's default).
 const DEFAULT_HASH_WORKERS: u64 = 2;
-/// Redis memory growth allowed beyond the real users' own keys: login throttle counters (short-lived, bounded
-/// by their TTL), client buffers, allocator noise. 2,000 anonymous records take about half of it, so the
-/// anonymous-records budget, not this one, is what catches a record per visit; this one catches anything
-/// else that grows with hostile traffic.
+/// Redis memory growth allowed beyond the real users' own keys (`used_memory` less the replication backlog and
+/// the AOF buffer, which fill with any write): login throttle counters (short-lived, bounded by their TTL),
+/// client buffers, allocator noise. The anonymous-records budget is what catches a record per visit; this
+/// one catches anything else that grows with hostile traffic.
 pub(crate) const REDIS_GROWTH_BOUND: u64 = 1 << 20;
 /// What a slow socket may outlive its timeout by: a timer's granularity and a busy machine.
 pub(crate) const SLOW_SLACK: Duration = Duration::from_secs(2);
@@ -55,6 +60,13 @@ pub(crate) const SLOW_SLACK: Duration = Duration::from_secs(2);
 const HAPROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The header-read timeout assumed when the app documents none: the same as HAProxy's.
 const ASSUMED_HEADER_TIMEOUT: Duration = HAPROXY_HEADER_TIMEOUT;
+
+/// How long a real user's sign-in or registration may take, retries included: a user who waits longer has
+/// given up.
+pub(crate) const SIGN_IN_DEADLINE: Duration = Duration::from_secs(20);
+/// How long the probe's real users use the site in the short and the full form: the attack window, the
+/// set-up before it and the last sign-ins after it fit inside.
+pub(crate) const PROBE_DURATION: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(180));
 
 /// The sizes of one run.
 struct Form {
@@ -85,13 +97,13 @@ impl Form {
             }
         } else {
             Self {
-                window: Duration::from_secs(75),
+                window: Duration::from_secs(90),
                 flood_clients: 40,
                 anonymous_views: 2000,
                 slow_sockets: 200,
                 slow_interval: Duration::from_secs(5),
                 sign_in_every: Duration::from_millis(333),
-                accounts: 20,
+                accounts: 10,
                 tossing_rounds: 20,
                 malformed_rounds: 3,
             }
@@ -128,24 +140,42 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
     let mut budgets = Vec::new();
 
     // Before the attack: the real users' accounts, the victim and the attacker of the cookie tossing.
-    let run = format!("{:x}", attack::Rng::new(std::process::id().into()).next() & 0xff_ffff);
+    let run = format!(
+        "{:x}",
+        attack::Rng::new(std::process::id().into()).next() & 0xff_ffff
+    );
     let password = format!("hostile-{run}-password");
     let setup_deadline = Instant::now() + Duration::from_secs(60);
-    let mut registered = Vec::new();
-    for i in 0..form.accounts {
-        let email = format!("real-{run}-{i}@users.example");
-        let mut browser = Browser::new(&base, None)?;
-        let result = browser.register(&email, &password, setup_deadline).await;
-        anyhow::ensure!(result.ok, "registering {email} before the attack: {:?}", result.failure);
-        registered.push(email);
-    }
+    // Four at a time: each registration is a password hash, and the probe's users are already busy.
+    let registrations = futures_util::stream::iter(0..form.accounts)
+        .map(|i| {
+            let (base, password) = (base.clone(), password.clone());
+            let email = format!("real-{run}-{i}@users.example");
+            async move {
+                let result = Browser::new(&base, None)?
+                    .register(&email, &password, setup_deadline)
+                    .await;
+                anyhow::ensure!(
+                    result.ok,
+                    "registering {email} before the attack: {:?}",
+                    result.failure
+                );
+                anyhow::Ok(email)
+            }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .await;
+    let registered = registrations.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let victim_email = format!("victim-{run}@users.example");
     let mut victim = Browser::new(&base, None)?;
     let r = victim.register(&victim_email, &password, setup_deadline).await;
     anyhow::ensure!(r.ok, "registering the victim: {:?}", r.failure);
     let attacker_email = format!("attacker-{run}@evil.example");
     let mut attacker = Browser::new(&base, Some(attack::sources(170, 1)[0]))?;
-    let r = attacker.register(&attacker_email, &password, setup_deadline).await;
+    let r = attacker
+        .register(&attacker_email, &password, setup_deadline)
+        .await;
     anyhow::ensure!(r.ok, "registering the attacker: {:?}", r.failure);
 
     let logs: Vec<_> = (0..ctx.apps).map(|i| ctx.lab.app_log(i)).collect();
@@ -169,9 +199,10 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
     let lb_slow_limit = HAPROXY_HEADER_TIMEOUT + SLOW_SLACK;
     let observe = app_slow_limit.max(lb_slow_limit) + Duration::from_secs(3);
 
-    let (flood_sources, anonymous_sources) = (attack::sources(100, form.flood_clients), attack::sources(150, 10));
+    let (flood_sources, anonymous_sources) =
+        (attack::sources(100, form.flood_clients), attack::sources(150, 10));
     let flood = attack::login_flood(&base, &flood_sources, until);
-    let anonymous = attack::anonymous_flood(&base, form.anonymous_views, &anonymous_sources, 16);
+    let anonymous = attack::anonymous_flood(&base, form.anonymous_views, &anonymous_sources, 16, until);
     let half = form.slow_sockets / 2;
     let slow_sources = attack::sources(160, 10);
     let lbs = [lb];
@@ -195,7 +226,10 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
     };
     let malformed = async {
         let source = attack::sources(171, 1)[0];
-        let (mut at_lb, mut at_app) = (attack::MalformedReport::default(), attack::MalformedReport::default());
+        let (mut at_lb, mut at_app) = (
+            attack::MalformedReport::default(),
+            attack::MalformedReport::default(),
+        );
         for _ in 0..form.malformed_rounds {
             at_lb.merge(&attack::malformed_requests(lb, source).await);
             at_app.merge(&attack::malformed_requests(apps[0], source).await);
@@ -265,7 +299,9 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
         created,
         0,
     ));
-    let growth = census_after.used_memory.saturating_sub(census_before.used_memory);
+    let growth = census_after
+        .data_memory()
+        .saturating_sub(census_before.data_memory());
     let users_growth = census_after.user_bytes.saturating_sub(census_before.user_bytes);
     let beyond = growth.saturating_sub(users_growth);
     budgets.push(Budget {
@@ -282,9 +318,9 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
         0,
     ));
     notes.push(format!(
-        "Redis {master}: used_memory {} -> {} KiB (+{} KiB; real users' records and indexes +{} KiB); anonymous records {} -> {} ({} KiB); user records {} -> {}; other keys {} -> {} ({} KiB)",
-        census_before.used_memory / 1024,
-        census_after.used_memory / 1024,
+        "Redis {master}: used_memory less replication backlog and AOF buffer {} -> {} KiB (+{} KiB; real users' records and indexes +{} KiB); anonymous records {} -> {} ({} KiB); user records {} -> {}; other keys {} -> {} ({} KiB)",
+        census_before.data_memory() / 1024,
+        census_after.data_memory() / 1024,
         growth / 1024,
         users_growth / 1024,
         census_before.anonymous_records,
@@ -298,8 +334,18 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
     ));
 
     // Slow sockets.
-    budgets.push(slow_budget("slow sockets at the apps: last closed", &slow_apps, app_slow_limit, observe));
-    budgets.push(slow_budget("slow sockets at HAProxy: last closed", &slow_lb, lb_slow_limit, observe));
+    budgets.push(slow_budget(
+        "slow sockets at the apps: last closed",
+        &slow_apps,
+        app_slow_limit,
+        observe,
+    ));
+    budgets.push(slow_budget(
+        "slow sockets at HAProxy: last closed",
+        &slow_lb,
+        lb_slow_limit,
+        observe,
+    ));
     notes.push(format!(
         "slowloris: {} sockets at the apps ({}), {} at HAProxy ({}); header-read timeout of the app: {}",
         slow_apps.len(),
@@ -355,7 +401,11 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
         .filter_map(|r| r.cases.get("PUT without JSON"))
         .map(|t| t.count(200))
         .sum();
-    budgets.push(Budget::at_most("PUT without JSON acknowledged", acked_non_json, 0));
+    budgets.push(Budget::at_most(
+        "PUT without JSON acknowledged",
+        acked_non_json,
+        0,
+    ));
     budgets.push(Budget::at_most("panics in the app logs", panics, 0));
     notes.push(format!(
         "login flood: {} clients from 127.0.0.100+, {} attempts ({}); forms {}",
@@ -365,9 +415,10 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
         flood.forms
     ));
     notes.push(format!(
-        "anonymous flood: {} cookieless page views ({}); failing form posts ({})",
+        "anonymous flood: {} cookieless page views ({}; {} not sent by the end of the window); failing form posts ({})",
         anonymous.pages.total(),
         anonymous.pages,
+        anonymous.skipped,
         anonymous.posts
     ));
     for (at, report) in [("HAProxy", &malformed_lb), ("app-1 directly", &malformed_app)] {
@@ -389,7 +440,8 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
 }
 
 /// Real users from 127.0.0.1, one every `every` until `until`: even ones sign in with an account registered
-/// before the flood (in turn), odd ones register a new account. Each has 30 s to reach its dashboard.
+/// before the flood (in turn), odd ones register a new account. Each has [`SIGN_IN_DEADLINE`] to reach its
+/// dashboard.
 async fn sign_ins(
     base: &str,
     registered: &[String],
@@ -409,7 +461,7 @@ async fn sign_ins(
             (format!("new-{run}-{n}@users.example"), true)
         };
         tasks.push(tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + SIGN_IN_DEADLINE;
             match Browser::new(&base, None) {
                 Ok(mut browser) if register => browser.register(&email, &password, deadline).await,
                 Ok(mut browser) => browser.sign_in(&email, &password, deadline).await,
@@ -440,7 +492,11 @@ async fn sign_ins(
 /// open when the observation ended (`observe`) breaks it.
 fn slow_budget(what: &str, sockets: &[SlowSocket], limit: Duration, observe: Duration) -> Budget {
     let open = sockets.iter().filter(|s| s.closed_after.is_none()).count();
-    let last = sockets.iter().filter_map(|s| s.closed_after).max().unwrap_or_default();
+    let last = sockets
+        .iter()
+        .filter_map(|s| s.closed_after)
+        .max()
+        .unwrap_or_default();
     Budget {
         what: what.into(),
         limit: format!("≤ {:.2} s", limit.as_secs_f64()),

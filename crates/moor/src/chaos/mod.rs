@@ -236,17 +236,17 @@ pub async fn run(scenario: Scenario, opts: &ChaosOptions) -> anyhow::Result<Scen
     if matches!(
         scenario,
         Scenario::RedisRestartAll | Scenario::RedisCrashAll | Scenario::Hostile
-    )
-        && lab_config.driver == Driver::Sql
+    ) && lab_config.driver == Driver::Sql
     {
         anyhow::bail!("{} needs Redis in the lab", scenario.name());
     }
     lab_config.apps = lab_config.apps.max(2);
     let lab = Lab::up(lab_config.clone()).await?;
-    let duration = if opts.short {
-        Duration::from_secs(40)
-    } else {
-        Duration::from_secs(120)
+    let duration = match (scenario, opts.short) {
+        (Scenario::Hostile, true) => hostile::PROBE_DURATION.0,
+        (Scenario::Hostile, false) => hostile::PROBE_DURATION.1,
+        (_, true) => Duration::from_secs(40),
+        (_, false) => Duration::from_secs(120),
     };
     let probe = Probe::start(ProbeConfig {
         base_url: lab.url(),
