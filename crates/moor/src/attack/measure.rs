@@ -125,6 +125,9 @@ impl Census {
     }
 }
 
+/// The metadata field and the `@u` field of a hash (each absent or its bytes).
+type SessionFields = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Counts the keys of the Redis at `addr` (`host:port`), with `SCAN`, in batches.
 pub async fn census(addr: &str) -> anyhow::Result<Census> {
     let client = redis::Client::open(format!("redis://{addr}/"))?;
@@ -180,7 +183,7 @@ pub async fn census(addr: &str) -> anyhow::Result<Census> {
             for key in &hashes {
                 pipe.cmd("HMGET").arg(*key).arg("").arg("@u");
             }
-            let fields: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = if hashes.is_empty() {
+            let fields: Vec<SessionFields> = if hashes.is_empty() {
                 Vec::new()
             } else {
                 pipe.query_async(&mut connection).await.context("HMGET")?

@@ -455,7 +455,7 @@ async fn sign_ins(
     while Instant::now() < until {
         let base = base.to_owned();
         let password = password.to_owned();
-        let (email, register) = if n % 2 == 0 && !registered.is_empty() {
+        let (email, register) = if n.is_multiple_of(2) && !registered.is_empty() {
             (registered[(n / 2) % registered.len()].clone(), false)
         } else {
             (format!("new-{run}-{n}@users.example"), true)
