@@ -18,7 +18,8 @@
 //! Budgets, each a check that can fail (the runbook gives the reasons and the figures):
 //! - the probe's real users: 0 logouts, 0 failed requests, 0 lost writes, p99 latency ≤ [`P99_BOUND`];
 //! - every real sign-in and registration during the flood succeeds (retries reported);
-//! - peak RSS of every app instance ≤ hashing workers × 19 MiB + [`RSS_BASELINE_MIB`];
+//! - peak RSS of every app instance ≤ hashing workers × 19 MiB + [`RSS_BASELINE_MIB`], rounded up to 32 MiB
+//!   (the chart's memory request);
 //! - 0 session records without a user created during the attack; Redis memory growth beyond the real users'
 //!   own keys ≤ [`REDIS_GROWTH_BOUND`]; 0 keys without a TTL created;
 //! - slow sockets closed within the header-read timeout + [`SLOW_SLACK`] (the app's `HTTP_HEADER_READ_TIMEOUT_MS`
@@ -111,18 +112,24 @@ impl Form {
     }
 }
 
-/// A numeric default of the app's configuration table (compiled into moor from the same workspace).
+/// The number a default of the app's configuration table starts with (the table is compiled into moor from
+/// the same workspace; a default such as "10000 (10 s)" gives 10000).
 fn app_default(name: &str) -> Option<u64> {
-    inventory::config::VARIABLES
+    let default = inventory::config::VARIABLES
         .iter()
-        .find(|v| v.name == name)
-        .and_then(|v| v.default.trim().parse().ok())
+        .find(|v| v.name == name)?
+        .default
+        .trim();
+    let digits: String = default.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
-/// The RSS budget of one instance, in MiB, and the hashing workers it assumes.
+/// The RSS budget of one instance in MiB, and the hashing workers it assumes: the hashing budget (workers ×
+/// 19 MiB + the baseline) rounded up to the next 32 MiB, which is the chart's memory request (96Mi for 2
+/// workers). An instance that stays under its request never presses on its node.
 pub(crate) fn rss_budget_mib() -> (u64, u64) {
     let workers = app_default("PASSWORD_HASH_WORKERS").unwrap_or(DEFAULT_HASH_WORKERS);
-    (workers * HASH_MIB + RSS_BASELINE_MIB, workers)
+    ((workers * HASH_MIB + RSS_BASELINE_MIB).div_ceil(32) * 32, workers)
 }
 
 /// The app's header-read timeout, if it has one.
@@ -277,7 +284,7 @@ pub(super) async fn inject(ctx: &Ctx<'_>) -> anyhow::Result<Injected> {
         ok: worst <= rss_budget as f64,
     });
     notes.push(format!(
-        "app RSS budget {rss_budget} MiB = {workers} hashing workers × {HASH_MIB} MiB + {RSS_BASELINE_MIB} MiB baseline; per instance (sampled peak / VmHWM / at the start, MiB): {}",
+        "app RSS budget {rss_budget} MiB = {workers} hashing workers × {HASH_MIB} MiB + {RSS_BASELINE_MIB} MiB baseline, rounded up to 32 MiB (the chart's memory request); per instance (sampled peak / VmHWM / at the start, MiB): {}",
         rss.iter()
             .map(|p| format!(
                 "{} {:.0}/{:.0}/{:.0}",
@@ -569,6 +576,7 @@ mod tests {
     fn the_rss_budget_follows_the_hashing_workers() {
         let (budget, workers) = rss_budget_mib();
         assert!(workers >= 1);
-        assert_eq!(budget, workers * HASH_MIB + RSS_BASELINE_MIB);
+        assert!(budget >= workers * HASH_MIB + RSS_BASELINE_MIB && budget.is_multiple_of(32));
+        assert!(budget < workers * HASH_MIB + RSS_BASELINE_MIB + 32);
     }
 }

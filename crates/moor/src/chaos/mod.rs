@@ -12,7 +12,7 @@
 //! | `redis-crash-all` | `kill -9` of every Redis node at once, restart | loss ≤ 1 s of writes |
 //! | `redis-partition` | cut the master off from replicas and Sentinels, heal after 10 s | 0 acked writes lost, nothing acknowledged by the isolated master |
 //! | `bad-input` | forged and garbled cookies, oversized headers, a cookie flood at the LB | 0 5xx, 0 logouts of real users |
-//! | `hostile` | login flood, anonymous flood, slowloris, cookie tossing, malformed requests, while users sign in | 0 logouts and 0 failed requests of real users, p99 bound, every sign-in succeeds, RSS ≤ hashing budget, 0 anonymous records, Redis growth bound, slow sockets closed by the header timeout |
+//! | `hostile` | login flood, anonymous flood, slowloris, cookie tossing, malformed requests, while users sign in | 0 logouts and 0 failed requests of real users, p99 bound, every sign-in succeeds, RSS ≤ hashing budget (the chart's request), 0 anonymous records, Redis growth bound, slow sockets closed by the header timeout |
 
 mod app_kill;
 mod app_rolling_restart;
