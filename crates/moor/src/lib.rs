@@ -8,8 +8,11 @@
 //!   Sentinels, all as processes on loopback addresses, with the fault-injection primitives scenarios use.
 //! - [`probe`]: the black-box session-survival probe: virtual users against any base URL.
 //! - [`chaos`]: the failure scenarios, one file each, with their budgets and reports.
+//! - [`attack`]: the hostile clients of the `hostile` scenario (floods, slowloris, cookie tossing, malformed
+//!   requests) and what it measures (process RSS, the Redis keyspace).
 //! - [`backup`]: `moor backup` / `moor restore`, a logical backup of the sessions in Redis.
 
+pub mod attack;
 pub mod backup;
 pub mod chaos;
 pub mod lab;

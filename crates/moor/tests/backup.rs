@@ -88,9 +88,19 @@ fn url(addr: &str) -> String {
     )
 }
 
+/// The servers' settings of the chart and the lab that concern a restore: RESTORE payloads are validated in
+/// full (`sanitize-dump-payload yes`), and normal clients' output buffers are bounded.
+fn hardened(options: Options) -> Options {
+    options
+        .with_config("sanitize-dump-payload", "yes")
+        .with_config("client-output-buffer-limit", "normal 64mb 16mb 60")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_come_back_after_every_key_is_lost() {
-    let topology = sentinel_topology(SentinelOptions::default().with_password(PASSWORD)).await;
+    let mut options = SentinelOptions::default().with_password(PASSWORD);
+    options.server = hardened(options.server);
+    let topology = sentinel_topology(options).await;
     let mut config = RedisConfig::new(Topology::Sentinel {
         sentinels: topology.sentinel_addrs(),
         master: topology.master_name().to_owned(),
@@ -295,7 +305,7 @@ async fn refused_restores_write_nothing(file: &Path, replica_url: &str, master: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_backup_reads_every_master_and_restores_by_slot() {
-    let cluster = cluster_with_options(Options::default().with_password(PASSWORD), 3, 0).await;
+    let cluster = cluster_with_options(hardened(Options::default().with_password(PASSWORD)), 3, 0).await;
     let nodes: Vec<String> = cluster.nodes().iter().map(|n| n.addr()).collect();
     let mut config = RedisConfig::new(Topology::Cluster { nodes: nodes.clone() });
     config.password = Some(PASSWORD.to_owned());

@@ -179,6 +179,11 @@ pub fn plan(scenario: Scenario, target: &Target) -> Result<Vec<Step>, &'static s
             );
         }
         Scenario::BadInput => Vec::new(),
+        Scenario::Hostile => {
+            return Err(
+                "its attack clients bind many loopback source addresses and read the apps' /proc; run it in the local lab",
+            );
+        }
     })
 }
 

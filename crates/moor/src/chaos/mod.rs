@@ -12,10 +12,12 @@
 //! | `redis-crash-all` | `kill -9` of every Redis node at once, restart | loss ≤ 1 s of writes |
 //! | `redis-partition` | cut the master off from replicas and Sentinels, heal after 10 s | 0 acked writes lost, nothing acknowledged by the isolated master |
 //! | `bad-input` | forged and garbled cookies, oversized headers, a cookie flood at the LB | 0 5xx, 0 logouts of real users |
+//! | `hostile` | login flood, anonymous flood, slowloris, cookie tossing, malformed requests, while users sign in | 0 logouts and 0 failed requests of real users, p99 bound, every sign-in succeeds, RSS ≤ hashing budget (the chart's request), 0 anonymous records, Redis growth bound, slow sockets closed by the header timeout |
 
 mod app_kill;
 mod app_rolling_restart;
 mod bad_input;
+mod hostile;
 pub mod kubernetes;
 mod redis_crash_all;
 mod redis_master_kill;
@@ -51,11 +53,13 @@ pub enum Scenario {
     RedisPartition,
     /// Hostile requests at the load balancer.
     BadInput,
+    /// An anonymous attacker (floods, slowloris, cookie tossing, malformed requests) while users sign in.
+    Hostile,
 }
 
 impl Scenario {
     /// All scenarios, in order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::AppKill,
         Scenario::AppRollingRestart,
         Scenario::RedisMasterKill,
@@ -64,6 +68,7 @@ impl Scenario {
         Scenario::RedisCrashAll,
         Scenario::RedisPartition,
         Scenario::BadInput,
+        Scenario::Hostile,
     ];
 
     /// The scenario's name on the command line.
@@ -77,6 +82,7 @@ impl Scenario {
             Scenario::RedisCrashAll => "redis-crash-all",
             Scenario::RedisPartition => "redis-partition",
             Scenario::BadInput => "bad-input",
+            Scenario::Hostile => "hostile",
         }
     }
 
@@ -91,6 +97,9 @@ impl Scenario {
             Scenario::RedisCrashAll => "kill -9 of every Redis node at once, restart",
             Scenario::RedisPartition => "cut the master off from replicas and Sentinels, heal",
             Scenario::BadInput => "forged and garbled cookies, oversized headers, a cookie flood at the LB",
+            Scenario::Hostile => {
+                "login flood, anonymous flood, slowloris, cookie tossing, malformed requests, while users sign in"
+            }
         }
     }
 
@@ -224,17 +233,20 @@ pub async fn run(scenario: Scenario, opts: &ChaosOptions) -> anyhow::Result<Scen
     if scenario.needs_sentinel() && lab_config.driver != Driver::RedisSentinel {
         anyhow::bail!("{} needs the lab on the redis-sentinel driver", scenario.name());
     }
-    if matches!(scenario, Scenario::RedisRestartAll | Scenario::RedisCrashAll)
-        && lab_config.driver == Driver::Sql
+    if matches!(
+        scenario,
+        Scenario::RedisRestartAll | Scenario::RedisCrashAll | Scenario::Hostile
+    ) && lab_config.driver == Driver::Sql
     {
         anyhow::bail!("{} needs Redis in the lab", scenario.name());
     }
     lab_config.apps = lab_config.apps.max(2);
     let lab = Lab::up(lab_config.clone()).await?;
-    let duration = if opts.short {
-        Duration::from_secs(40)
-    } else {
-        Duration::from_secs(120)
+    let duration = match (scenario, opts.short) {
+        (Scenario::Hostile, true) => hostile::PROBE_DURATION.0,
+        (Scenario::Hostile, false) => hostile::PROBE_DURATION.1,
+        (_, true) => Duration::from_secs(40),
+        (_, false) => Duration::from_secs(120),
     };
     let probe = Probe::start(ProbeConfig {
         base_url: lab.url(),
@@ -265,6 +277,7 @@ pub async fn run(scenario: Scenario, opts: &ChaosOptions) -> anyhow::Result<Scen
         Scenario::RedisCrashAll => redis_crash_all::inject(&ctx).await,
         Scenario::RedisPartition => redis_partition::inject(&ctx).await,
         Scenario::BadInput => bad_input::inject(&ctx).await,
+        Scenario::Hostile => hostile::inject(&ctx).await,
     };
     // Recovery time with traffic, then the probe's final verification of every acknowledged write.
     ctx.settle(Duration::from_secs(10), Duration::from_secs(4)).await;
@@ -280,6 +293,7 @@ pub async fn run(scenario: Scenario, opts: &ChaosOptions) -> anyhow::Result<Scen
         Scenario::RedisCrashAll => redis_crash_all::budgets(&report, &injected),
         Scenario::RedisPartition => redis_partition::budgets(&report),
         Scenario::BadInput => bad_input::budgets(&report),
+        Scenario::Hostile => hostile::budgets(&report),
     };
     budgets.extend(injected.budgets);
     let result = ScenarioReport {

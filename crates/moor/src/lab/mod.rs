@@ -78,6 +78,7 @@ pub use network::Partition;
 pub use process::Signal;
 pub use status::{Member, MemberKind, Role, Status};
 
+pub(crate) use redis::info_field;
 use state::{MemberRecord, StoredConfig};
 
 /// How long [`Lab::up`] waits for each stage (Redis settled, apps ready, HAProxy serving).
@@ -318,6 +319,22 @@ impl Lab {
     /// The name of app `i` (0-based): `app-<i+1>`, its `INSTANCE_NAME` and so the `served_by` of its answers.
     pub fn app_name(&self, i: usize) -> String {
         format!("app-{}", i + 1)
+    }
+
+    /// The pid of each app instance that is running (`app-1` first; `None` for one that is not): what
+    /// `hostile` samples the resident memory of.
+    pub fn app_pids(&self) -> Vec<Option<u32>> {
+        (0..self.config.apps)
+            .map(|i| {
+                let member = self.app_member(i).ok()?;
+                process::running_pid(&member.pidfile, &member.comm)
+            })
+            .collect()
+    }
+
+    /// The log file of app `i` (0-based): JSON lines, appended across restarts.
+    pub fn app_log(&self, i: usize) -> PathBuf {
+        self.app_spec(i).files.log()
     }
 
     /// Sends `signal` to app `i` (0-based, as in [`Lab::app_urls`]). For SIGKILL and SIGTERM, returns once the

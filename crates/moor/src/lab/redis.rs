@@ -27,6 +27,8 @@ use super::process;
 pub(crate) const COMM: &str = "redis-server";
 /// Timeout of one admin connection and of one admin command.
 const ADMIN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// `client-output-buffer-limit` of normal clients: hard limit, soft limit, soft seconds (the chart's too).
+pub(crate) const CLIENT_OUTPUT_BUFFER_LIMIT: &str = "normal 64mb 16mb 60";
 /// `sentinel failover-timeout`.
 const FAILOVER_TIMEOUT_MS: u64 = 10_000;
 
@@ -101,6 +103,13 @@ pub(crate) fn data_node_conf(
     line("maxmemory-policy noeviction".into());
     // Redis 7 waits 5 s before a diskless full sync to batch replicas: every resync would be 5 s slower.
     line("repl-diskless-sync-delay 0".into());
+    // One client's pending replies are bounded (normal clients have no limit by default): a client that
+    // reads nothing while asking for large replies is disconnected past 64 MiB, or past 16 MiB for 60 s,
+    // instead of growing Redis's memory. A session reply is a few KiB at most, so no app connection nears it.
+    line(format!("client-output-buffer-limit {CLIENT_OUTPUT_BUFFER_LIMIT}"));
+    // RESTORE (`moor restore`) and replication payloads are checked in full before they are loaded, so a
+    // corrupt or crafted DUMP payload is refused instead of crashing the server.
+    line("sanitize-dump-payload yes".into());
     if driver == Driver::RedisSentinel {
         // A master cut off from its replicas refuses writes (NOREPLICAS) after 2 s instead of acknowledging
         // writes the promoted replica never sees.
@@ -356,6 +365,8 @@ mod tests {
             "min-replicas-to-write 1",
             "min-replicas-max-lag 2",
             "repl-diskless-sync-delay 0",
+            "client-output-buffer-limit normal 64mb 16mb 60",
+            "sanitize-dump-payload yes",
             "replicaof 127.0.0.21 7131",
             "dir \"/lab/redis/redis-2\"",
         ] {

@@ -89,6 +89,7 @@ use tokio::task::JoinHandle;
 use recorder::Recorder;
 pub use report::{Event, Percentiles, ProbeReport, Second, Totals};
 use user::VirtualUser;
+pub(crate) use user::{find_csrf, parse_set_cookie, points_to};
 
 /// The longest the final verification of [`Probe::stop`] may take; values left unread are `unverified_writes`.
 pub const FINAL_VERIFICATION_LIMIT: Duration = Duration::from_secs(60);

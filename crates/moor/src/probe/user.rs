@@ -761,7 +761,7 @@ enum RequestBody<'a> {
 
 /// Reads a `Set-Cookie` header: the cookie's name, and its value, or `None` when the header deletes the cookie
 /// (an empty value, `Max-Age` of zero or less, or an `Expires` before 2000: servers delete with the epoch).
-fn parse_set_cookie(header: &str) -> Option<(String, Option<String>)> {
+pub(crate) fn parse_set_cookie(header: &str) -> Option<(String, Option<String>)> {
     let mut parts = header.split(';');
     let (name, value) = parts.next()?.split_once('=')?;
     let (name, value) = (name.trim(), value.trim().trim_matches('"'));
@@ -795,7 +795,7 @@ fn parse_set_cookie(header: &str) -> Option<(String, Option<String>)> {
 }
 
 /// Finds the `value` of the first `<input>` named `_csrf` in an HTML page.
-fn find_csrf(html: &str) -> Option<String> {
+pub(crate) fn find_csrf(html: &str) -> Option<String> {
     let mut rest = html;
     while let Some(start) = find_ignore_case(rest, "<input") {
         let tag_end = rest[start..].find('>').map_or(rest.len(), |e| start + e);
@@ -900,7 +900,7 @@ fn decode_entities(text: &str) -> String {
 }
 
 /// Whether a `Location` points to `path` (absolute or relative, query ignored).
-fn points_to(location: Option<&str>, path: &str) -> bool {
+pub(crate) fn points_to(location: Option<&str>, path: &str) -> bool {
     location.is_some_and(|location| {
         let location = location.split(['?', '#']).next().unwrap_or("");
         location.trim_end_matches('/').ends_with(path)
