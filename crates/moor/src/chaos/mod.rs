@@ -281,7 +281,7 @@ pub async fn run(scenario: Scenario, opts: &ChaosOptions) -> anyhow::Result<Scen
     };
     // Recovery time with traffic, then the probe's final verification of every acknowledged write.
     ctx.settle(Duration::from_secs(10), Duration::from_secs(4)).await;
-    let (users, apps) = (ctx.users, ctx.apps);
+    let (users, apps, short) = (ctx.users, ctx.apps, ctx.short);
     let report = probe.stop().await;
     let injected = injected?;
     let mut budgets = match scenario {
@@ -293,7 +293,7 @@ pub async fn run(scenario: Scenario, opts: &ChaosOptions) -> anyhow::Result<Scen
         Scenario::RedisCrashAll => redis_crash_all::budgets(&report, &injected),
         Scenario::RedisPartition => redis_partition::budgets(&report),
         Scenario::BadInput => bad_input::budgets(&report),
-        Scenario::Hostile => hostile::budgets(&report),
+        Scenario::Hostile => hostile::budgets(&report, short),
     };
     budgets.extend(injected.budgets);
     let result = ScenarioReport {
