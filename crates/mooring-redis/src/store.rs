@@ -361,21 +361,7 @@ impl RedisStore {
             .collect();
         let (live, mut gone) = self.still_owned(user, members).await?;
         let doomed = &live[..policy.evictions(live.len())];
-        let deletions = join_all(doomed.iter().map(|key| async move {
-            let mut cmd = evalsha(&self.inner.scripts.delete_if_user, &self.session_key(key));
-            cmd.arg(user);
-            let mut pipe = redis::pipe();
-            pipe.add_command(cmd);
-            match self
-                .run(&pipe, Retry::Safe, true)
-                .await
-                .map_err(mooring::Error::from)
-            {
-                Ok(_) | Err(mooring::Error::Corrupt(_)) => Ok(()),
-                Err(err) => Err(err),
-            }
-        }))
-        .await;
+        let deletions = join_all(doomed.iter().map(|key| self.delete_if_user(key, user))).await;
         for done in deletions {
             done?;
         }
@@ -387,6 +373,24 @@ impl RedisStore {
         gone.extend_from_slice(doomed);
         self.unindex(user, &gone).await;
         Ok(())
+    }
+
+    /// Deletes a session if it still belongs to `user` (one single-key script, safe to repeat); whether it did.
+    async fn delete_if_user(&self, key: &StoreKey, user: &str) -> mooring::Result<bool> {
+        let mut cmd = evalsha(&self.inner.scripts.delete_if_user, &self.session_key(key));
+        cmd.arg(user);
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd);
+        match self
+            .run(&pipe, Retry::Safe, true)
+            .await
+            .map_err(mooring::Error::from)
+        {
+            Ok(values) => Ok(values.first().map(int).transpose()? == Some(1)),
+            // A key of another type holds no user: nothing of this user's to delete.
+            Err(mooring::Error::Corrupt(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// Reads a session without touching its TTL: `None` if it is gone.
@@ -698,23 +702,7 @@ impl SessionStore for RedisStore {
             .into_iter()
             .filter(|k| Some(k) != keep)
             .collect();
-        let deletions = join_all(members.iter().map(|key| async move {
-            let mut cmd = evalsha(&self.inner.scripts.delete_if_user, &self.session_key(key));
-            cmd.arg(user);
-            let mut pipe = redis::pipe();
-            pipe.add_command(cmd);
-            match self
-                .run(&pipe, Retry::Safe, true)
-                .await
-                .map_err(mooring::Error::from)
-            {
-                Ok(values) => Ok(values.first().map(int).transpose()? == Some(1)),
-                // A key of another type holds no user: nothing of this user's to delete.
-                Err(mooring::Error::Corrupt(_)) => Ok(false),
-                Err(err) => Err(err),
-            }
-        }))
-        .await;
+        let deletions = join_all(members.iter().map(|key| self.delete_if_user(key, user))).await;
         let mut deleted = 0;
         for done in deletions {
             deleted += u64::from(done?);
