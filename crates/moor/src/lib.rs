@@ -12,8 +12,10 @@
 //!   requests) and what it measures (process RSS, the Redis keyspace).
 //! - [`backup`]: `moor backup` / `moor restore`, a logical backup of the sessions in Redis.
 
+pub mod archive;
 pub mod attack;
 pub mod backup;
 pub mod chaos;
 pub mod lab;
 pub mod probe;
+pub mod repo;

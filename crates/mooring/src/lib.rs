@@ -16,6 +16,7 @@
 //! - [`layer`]: [`SessionLayer`], the tower middleware, and the axum extractor.
 //! - [`error`]: [`Error`], which turns into a clean HTTP response.
 //! - [`throttle`]: [`AttemptStore`] and [`Throttle`], login throttling shared by every replica.
+//! - [`revocation`]: [`RevocationLog`], the sessions a store ended, kept outside it so a restore never brings one back.
 //!
 //! # Example
 //!
@@ -42,6 +43,7 @@ pub mod keys;
 pub mod layer;
 pub mod memory;
 pub mod record;
+pub mod revocation;
 pub mod session;
 pub mod stats;
 pub mod store;
@@ -54,6 +56,7 @@ pub use keys::Keys;
 pub use layer::{SessionLayer, SessionService};
 pub use memory::MemoryStore;
 pub use record::{Applied, Delta, Loaded, Policy, Record, now_ms};
+pub use revocation::{MemoryRevocationLog, RevocationLog};
 pub use session::{Session, SessionInfo, SessionManager};
 pub use stats::{SessionStats, StoreOp};
 pub use store::SessionStore;

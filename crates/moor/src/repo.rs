@@ -1,0 +1,326 @@
+//! Where backups are kept: a local directory or file, or an S3 bucket (`s3://bucket/prefix/`), through the
+//! `object_store` crate for both, so one code path lists, writes, reads and prunes them.
+//!
+//! - **Names.** A backup in a collection (a directory, a bucket prefix) is named
+//!   `<kind>-<unix ms, 13 digits>.moorbak` ([`backup_name`]), so names sort by age and [`Repo::newest`] is
+//!   the last one; other objects under the prefix are ignored, never deleted.
+//! - **Atomic.** An object appears whole or not at all: S3 publishes a `PUT` (or a completed multipart
+//!   upload) at once, and `object_store`'s local store writes a staging file, fsyncs it and renames it into
+//!   place. No partial object is ever listed as a backup.
+//! - **Private.** Local files are written mode 0600 (the process's umask is set to 077 before writing).
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::archive::Kind;
+
+/// The file name suffix of backups.
+pub const SUFFIX: &str = ".moorbak";
+
+/// The name of a backup of `kind` taken at `created_at_ms` in a collection.
+pub fn backup_name(kind: Kind, created_at_ms: u64) -> String {
+    format!("{}-{created_at_ms:013}{SUFFIX}", kind.as_str())
+}
+
+/// The time in a backup name of `kind`, if the name is one.
+pub fn parse_name(kind: Kind, name: &str) -> Option<u64> {
+    let stamp = name
+        .strip_prefix(kind.as_str())?
+        .strip_prefix('-')?
+        .strip_suffix(SUFFIX)?;
+    (stamp.len() == 13 && stamp.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stamp.parse().ok())
+        .flatten()
+}
+
+/// S3 settings beyond what the URL and the standard AWS variables say (see [`Repo::open`]).
+#[derive(Clone, Debug, Default)]
+pub struct S3Settings {
+    /// A custom endpoint (an S3-compatible server): `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// The region: `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible servers want.
+    pub path_style: bool,
+    /// Server-side encryption: `AES256` (SSE-S3) or `aws:kms` (SSE-KMS).
+    pub sse: Option<String>,
+    /// The KMS key id with `aws:kms`.
+    pub kms_key_id: Option<String>,
+    /// The storage class of new objects (`STANDARD_IA`, ...).
+    pub storage_class: Option<String>,
+}
+
+/// One backup found in a collection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Its name (the last path segment).
+    pub name: String,
+    /// When it was taken, from its name.
+    pub created_at_ms: u64,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A place backups are written to and read from.
+#[derive(Clone, Debug)]
+pub struct Repo {
+    store: Arc<dyn ObjectStore>,
+    /// The collection's prefix, or the one object's path.
+    path: Path,
+    /// A single object (a file path, an object key not ending in `/`) rather than a collection.
+    single: bool,
+    /// How messages name it.
+    display: String,
+}
+
+impl std::fmt::Display for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Makes every file this process creates from now on private to its user (mode 0600 files).
+pub fn private_files() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+impl Repo {
+    /// Opens `spec`: `s3://bucket/prefix/` (a collection; a key not ending in `/` names one object), or a
+    /// local path: an existing directory, or a path ending in `/`, is a collection (created if missing);
+    /// anything else one file.
+    pub fn open(spec: &str, s3: &S3Settings) -> anyhow::Result<Self> {
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            return Self::open_s3(rest, s3).with_context(|| format!("cannot use {spec}"));
+        }
+        if spec.contains("://") {
+            bail!("{spec}: only s3:// URLs and local paths are backup targets");
+        }
+        private_files();
+        let path = FsPath::new(spec);
+        let collection = path.is_dir() || spec.ends_with('/');
+        let (dir, object) = if collection {
+            std::fs::create_dir_all(path).with_context(|| format!("cannot create {spec}"))?;
+            (path.to_owned(), Path::default())
+        } else {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .with_context(|| format!("{spec} names no file"))?;
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => std::path::PathBuf::from("."),
+            };
+            (parent, Path::from(name))
+        };
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("{} does not exist", dir.display()))?;
+        let store = LocalFileSystem::new_with_prefix(&dir)
+            .with_context(|| format!("cannot use {}", dir.display()))?;
+        Ok(Self {
+            store: Arc::new(store),
+            path: object,
+            single: !collection,
+            display: spec.to_owned(),
+        })
+    }
+
+    fn open_s3(_rest: &str, _s3: &S3Settings) -> anyhow::Result<Self> {
+        bail!("s3:// targets are not available in this build")
+    }
+
+    /// Whether this names one object rather than a collection.
+    pub fn is_single(&self) -> bool {
+        self.single
+    }
+
+    fn child(&self, name: &str) -> Path {
+        if self.single {
+            self.path.clone()
+        } else {
+            self.path.clone().join(name)
+        }
+    }
+
+    /// Writes a backup of `kind` taken at `created_at_ms`: the one object, or a new name in the collection.
+    /// Returns where it went.
+    pub async fn put(&self, kind: Kind, created_at_ms: u64, bytes: Vec<u8>) -> anyhow::Result<String> {
+        let path = self.child(&backup_name(kind, created_at_ms));
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .with_context(|| format!("cannot write {path} in {self}"))?;
+        Ok(self.location(&path))
+    }
+
+    fn location(&self, path: &Path) -> String {
+        if self.single {
+            self.display.clone()
+        } else {
+            format!(
+                "{}{}{}",
+                self.display,
+                if self.display.ends_with('/') { "" } else { "/" },
+                path.filename().unwrap_or_default()
+            )
+        }
+    }
+
+    /// The backups of `kind` in the collection, oldest first (an empty list for a single object).
+    pub async fn list(&self, kind: Kind) -> anyhow::Result<Vec<Listed>> {
+        if self.single {
+            return Ok(Vec::new());
+        }
+        let prefix = (!self.path.as_ref().is_empty()).then_some(&self.path);
+        let listing = self
+            .store
+            .list_with_delimiter(prefix)
+            .await
+            .with_context(|| format!("cannot list {self}"))?;
+        let mut found: Vec<Listed> = listing
+            .objects
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_owned();
+                let created_at_ms = parse_name(kind, &name)?;
+                Some(Listed {
+                    name,
+                    created_at_ms,
+                    size: meta.size,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    /// The newest backup of `kind` in the collection.
+    pub async fn newest(&self, kind: Kind) -> anyhow::Result<Option<Listed>> {
+        Ok(self.list(kind).await?.pop())
+    }
+
+    /// Reads a backup: the one object, or the newest of `kind` in the collection. Returns where it was read
+    /// and its bytes.
+    pub async fn fetch(&self, kind: Kind) -> anyhow::Result<(String, Vec<u8>)> {
+        let path = if self.single {
+            self.path.clone()
+        } else {
+            let newest = self
+                .newest(kind)
+                .await?
+                .with_context(|| format!("no {} backup in {self}", kind.as_str()))?;
+            self.child(&newest.name)
+        };
+        let bytes = self
+            .store
+            .get(&path)
+            .await
+            .with_context(|| format!("cannot read {path} from {self}"))?
+            .bytes()
+            .await
+            .with_context(|| format!("cannot read {path} from {self}"))?;
+        Ok((self.location(&path), bytes.to_vec()))
+    }
+
+    /// Deletes all but the newest `keep` backups of `kind` in the collection; returns the deleted names.
+    pub async fn prune(&self, kind: Kind, keep: usize) -> anyhow::Result<Vec<String>> {
+        let listed = self.list(kind).await?;
+        let doomed = listed.len().saturating_sub(keep);
+        let mut deleted = Vec::new();
+        for old in listed.into_iter().take(doomed) {
+            let path = self.child(&old.name);
+            self.store
+                .delete(&path)
+                .await
+                .with_context(|| format!("cannot delete {path} from {self}"))?;
+            deleted.push(self.location(&path));
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_by_age_and_only_backups_parse() {
+        assert_eq!(
+            backup_name(Kind::Sessions, 1_795_000_000_000),
+            "sessions-1795000000000.moorbak"
+        );
+        assert_eq!(
+            parse_name(Kind::Sessions, "sessions-1795000000000.moorbak"),
+            Some(1_795_000_000_000)
+        );
+        for other in [
+            "database-1795000000000.moorbak",
+            "sessions-notes.moorbak",
+            "sessions-1795000000000.moorbak#1",
+            "sessions-179500000000.moorbak",
+        ] {
+            assert_eq!(parse_name(Kind::Sessions, other), None, "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_keeps_the_newest_backups_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = format!("{}/", dir.path().display());
+        let repo = Repo::open(&spec, &S3Settings::default()).expect("open");
+        for t in [1_795_000_000_000u64, 1_795_000_000_001, 1_795_086_400_000] {
+            repo.put(Kind::Sessions, t, format!("backup {t}").into_bytes())
+                .await
+                .expect("put");
+        }
+        repo.put(Kind::Database, 1_795_000_000_005, b"db".to_vec())
+            .await
+            .expect("put");
+        std::fs::write(dir.path().join("other.moorbak"), b"x").expect("write");
+        let (at, bytes) = repo.fetch(Kind::Sessions).await.expect("fetch");
+        assert!(at.ends_with("sessions-1795086400000.moorbak"), "{at}");
+        assert_eq!(bytes, b"backup 1795086400000");
+        let deleted = repo.prune(Kind::Sessions, 2).await.expect("prune");
+        assert_eq!(deleted.len(), 1);
+        assert!(deleted[0].ends_with("sessions-1795000000000.moorbak"));
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "database-1795000000005.moorbak",
+                "other.moorbak",
+                "sessions-1795000000001.moorbak",
+                "sessions-1795086400000.moorbak"
+            ]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("sessions-1795086400000.moorbak"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "backups are private");
+    }
+
+    #[tokio::test]
+    async fn a_file_path_is_one_object() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = dir.path().join("s.moorbak").display().to_string();
+        let repo = Repo::open(&spec, &S3Settings::default()).expect("open");
+        assert!(repo.is_single());
+        assert_eq!(
+            repo.put(Kind::Sessions, 1, b"one".to_vec()).await.expect("put"),
+            spec
+        );
+        assert_eq!(repo.fetch(Kind::Sessions).await.expect("fetch").1, b"one");
+        assert!(repo.list(Kind::Sessions).await.expect("list").is_empty());
+    }
+}
