@@ -98,6 +98,8 @@ pub struct RestoreSummary {
     pub expired: u64,
     /// Keys skipped because they exist already (newer than the backup); 0 with `replace`.
     pub kept_existing: u64,
+    /// Keys skipped because the revocation log says their session was ended after the backup.
+    pub revoked: u64,
 }
 
 /// Where a backup reads and a restore writes.
@@ -379,19 +381,52 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<(Header, Vec<Entry>)> {
 pub async fn restore(target: Target, input: &Path, replace: bool) -> anyhow::Result<RestoreSummary> {
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let (_, entries) = decode(&bytes).with_context(|| format!("{} cannot be restored", input.display()))?;
-    match target {
+    restore_entries(target, &entries, replace, None).await
+}
+
+/// Restores checked `entries` into `target`, skipping those whose expiry has passed and, with `revocations`,
+/// those the log says were ended (signed out, revoked) since: their keys are looked up in batches before
+/// anything is written, so a log that cannot answer stops the restore with nothing written.
+pub async fn restore_entries(
+    target: Target,
+    entries: &[Entry],
+    replace: bool,
+    revocations: Option<&dyn mooring::RevocationLog>,
+) -> anyhow::Result<RestoreSummary> {
+    let mut revoked = std::collections::HashSet::new();
+    if let Some(log) = revocations {
+        for batch in entries.chunks(mooring::revocation::MAX_BATCH) {
+            let keys: Vec<String> = batch
+                .iter()
+                .filter_map(|e| String::from_utf8(e.key.clone()).ok())
+                .filter(|k| !k.is_empty() && k.len() <= mooring::revocation::MAX_KEY_LEN)
+                .collect();
+            revoked.extend(
+                log.find(&keys)
+                    .await
+                    .context("cannot read the revocation log; nothing was restored")?,
+            );
+        }
+    }
+    let live: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| std::str::from_utf8(&e.key).map_or(true, |k| !revoked.contains(k)))
+        .collect();
+    let mut summary = match target {
         Target::Node(info) => {
             let (conn, addr) = connect(*info).await?;
-            restore_into(conn, &addr, &entries, replace).await
+            restore_into(conn, &addr, &live, replace).await?
         }
         Target::Cluster { config, .. } => {
             let conn = config
                 .cluster_connection()
                 .await
                 .context("cannot connect to the Redis Cluster")?;
-            restore_into(conn, "the Cluster", &entries, replace).await
+            restore_into(conn, "the Cluster", &live, replace).await?
         }
-    }
+    };
+    summary.revoked = (entries.len() - live.len()) as u64;
+    Ok(summary)
 }
 
 /// Sends one `RESTORE` per live entry through `conn`, up to [`BATCH`] in flight (a multiplexed or Cluster
@@ -399,14 +434,14 @@ pub async fn restore(target: Target, input: &Path, replace: bool) -> anyhow::Res
 async fn restore_into<C>(
     conn: C,
     addr: &str,
-    entries: &[Entry],
+    entries: &[&Entry],
     replace: bool,
 ) -> anyhow::Result<RestoreSummary>
 where
     C: redis::aio::ConnectionLike + Clone + Send + 'static,
 {
     let mut summary = RestoreSummary::default();
-    let mut answers = futures_util::stream::iter(entries)
+    let mut answers = futures_util::stream::iter(entries.iter().copied())
         .map(|e| {
             let mut conn = conn.clone();
             async move {
