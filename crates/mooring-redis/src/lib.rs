@@ -13,6 +13,7 @@
 //!
 //! # Layout
 //!
+//! - [`audit`]: [`audit()`](audit::audit), what the keys under a prefix are, read with the store's codec.
 //! - [`config`]: [`RedisConfig`], [`Topology`], [`Durability`].
 //! - `conn`: the connection layer that follows the master (single flight, `ArcSwap`, retries, `WAIT`).
 //! - `scripts`: the Lua scripts and the hash layout of a session.
@@ -21,6 +22,7 @@
 //! - `throttle`: [`RedisAttemptStore`] ([`RedisStore::throttle`]), login throttling on the same connection.
 //! - [`RedisStoreError`]: what goes wrong; converts into [`mooring::Error`].
 
+pub mod audit;
 pub mod config;
 mod conn;
 mod error;
@@ -29,6 +31,7 @@ pub mod stats;
 mod store;
 mod throttle;
 
+pub use audit::{Audit, audit, audit_nodes};
 pub use config::{Durability, RedisConfig, Topology};
 pub use error::{RedisStoreError, Result};
 pub use stats::RedisStats;

@@ -140,7 +140,7 @@ fn unpack_meta(meta: &[u8]) -> Result<(u64, u64, u64)> {
 }
 
 /// Decodes a session hash (`HGETALL` pairs) into its record and version.
-fn decode(flat: Vec<Value>) -> Result<(Record, u64)> {
+pub(crate) fn decode(flat: Vec<Value>) -> Result<(Record, u64)> {
     if !flat.len().is_multiple_of(2) {
         return Err(shape("odd number of hash elements"));
     }
