@@ -11,11 +11,18 @@
 //! - [`attack`]: the hostile clients of the `hostile` scenario (floods, slowloris, cookie tossing, malformed
 //!   requests) and what it measures (process RSS, the Redis keyspace).
 //! - [`backup`]: `moor backup` / `moor restore`, a logical backup of the sessions in Redis.
+//! - [`archive`]: the signed (optionally encrypted) envelope every backup file is written in.
+//! - [`repo`]: where backups are kept (a directory, a file, an S3 bucket).
+//! - [`database`]: `moor backup-db` / `moor restore-db`, database backups by the engines' own tools.
+//! - [`drill`]: `moor drill`, the restore drill: the newest backups restored into scratch Redis and a scratch
+//!   database, audited with the store's codec and compared with the live ones (RPO, RTO, counts).
 
 pub mod archive;
 pub mod attack;
 pub mod backup;
 pub mod chaos;
+pub mod database;
+pub mod drill;
 pub mod lab;
 pub mod probe;
 pub mod repo;

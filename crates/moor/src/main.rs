@@ -54,6 +54,19 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// Backs the app's database up with the engine's own tool (pg_dump -Fc, or mysqldump with
+    /// --single-transaction), signed with BACKUP_KEY (or APP_KEY) and encrypted unless --no-encrypt.
+    /// PostgreSQL and MySQL/MariaDB only: SQLite is out of scope (its database is a file next to the app;
+    /// copy it with sqlite3's .backup command).
+    BackupDb(BackupDbArgs),
+    /// Restores the newest database backup: checks its signature (a changed byte refuses, nothing is
+    /// written), then writes the dump to a file (--out) or restores it into a database (--database-url)
+    /// with pg_restore --clean --if-exists or mysql.
+    RestoreDb(RestoreDbArgs),
+    /// The restore drill: restores the newest sessions backup into a scratch Redis and the newest database
+    /// backup into a scratch database, checks that every session decodes, compares the counts with the live
+    /// ones and reports RPO, RTO and each check. Exits 0 only when every check passed, 1 otherwise.
+    Drill(DrillArgs),
 }
 
 /// Where Redis is, with the app's variable names as defaults.
@@ -311,6 +324,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 done.restored, done.expired, done.kept_existing
             );
         }
+        Command::BackupDb(args) => backup_db_command(args).await?,
+        Command::RestoreDb(args) => restore_db_command(args).await?,
+        Command::Drill(args) => return drill_command(args).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -386,6 +402,246 @@ async fn chaos_command(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     }
     println!("reports in {}", opts.report_dir.display());
     Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The S3 settings of `backup-db`, `restore-db` and `drill`: the one place their `--s3-*` flags will be read
+/// once the commands share them (until then: the URL and the standard AWS variables).
+fn s3_settings() -> moor::repo::S3Settings {
+    moor::repo::S3Settings::default()
+}
+
+/// Whether backups are encrypted: yes unless `--no-encrypt` or BACKUP_ENCRYPT is false, 0, no or off.
+fn encrypt_backups(no_encrypt: bool) -> bool {
+    !no_encrypt
+        && !std::env::var("BACKUP_ENCRYPT")
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"))
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DbEngine {
+    /// PostgreSQL: a pg_dump -Fc (custom format) file.
+    Postgres,
+    /// MySQL or MariaDB: a mysqldump SQL file.
+    Mysql,
+}
+
+#[derive(Args)]
+struct BackupDbArgs {
+    /// The database to dump (postgres://, mysql:// or mariadb://). Prefer the DATABASE_URL variable: a
+    /// password on the command line is visible to other processes. The password reaches pg_dump / mysqldump
+    /// as PGPASSWORD / MYSQL_PWD, never as an argument.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Instead of dumping: seal the dump another process wrote (pg_dump -Fc or mysqldump output), with
+    /// --engine. Wins over DATABASE_URL.
+    #[arg(long, requires = "engine")]
+    file: Option<PathBuf>,
+    /// The engine of --file.
+    #[arg(long, value_enum)]
+    engine: Option<DbEngine>,
+    /// Where to write: a directory (database-<unix ms>.moorbak in it), a file, or s3://bucket/prefix/.
+    #[arg(long)]
+    out: String,
+    /// Keep only this many database backups there, deleting the oldest (directories and S3 prefixes).
+    #[arg(long)]
+    keep: Option<usize>,
+    /// Sign only, do not encrypt (also BACKUP_ENCRYPT=false).
+    #[arg(long)]
+    no_encrypt: bool,
+}
+
+#[derive(Args)]
+struct RestoreDbArgs {
+    /// The backup: a file, or a directory or s3://bucket/prefix/ (the newest database backup there).
+    #[arg(long = "in")]
+    input: String,
+    /// Restore into this database (pg_restore --clean --if-exists --no-owner --no-privileges, or mysql):
+    /// objects of the dump are replaced. Also RESTORE_DATABASE_URL.
+    #[arg(long, env = "RESTORE_DATABASE_URL", hide_env_values = true, required_unless_present = "out")]
+    database_url: Option<String>,
+    /// Write the checked dump to this file (mode 0600) instead, for the engine's own tool to restore.
+    #[arg(long, conflicts_with = "database_url")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    /// A table for people.
+    Table,
+    /// The JSON report.
+    Json,
+}
+
+#[derive(Args)]
+struct DrillArgs {
+    /// Where the backups are: a directory, or s3://bucket/prefix/ (the newest sessions and database
+    /// backups there).
+    #[arg(long)]
+    from: String,
+    /// The live Redis, to compare with (read-only: an in-sync replica will do).
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// Restore the sessions into this Redis, which must be empty (default: the drill starts its own
+    /// redis-server on a free loopback port, without persistence, and stops it at the end).
+    #[arg(long)]
+    scratch_redis: Option<String>,
+    /// The redis-server binary the drill starts.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
+    /// The live database: the drill then also restores the newest database backup and compares the rows of
+    /// every table.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// An admin URL (a user that may create databases) on a database server to restore into: the drill
+    /// creates moor_drill_<unix ms>, restores, counts and drops it. Also DRILL_SCRATCH_DATABASE_URL.
+    #[arg(long, env = "DRILL_SCRATCH_DATABASE_URL", hide_env_values = true)]
+    scratch_database_url: Option<String>,
+    /// A database another process already restored the newest backup into (moor restore-db --out, then
+    /// the engine's tool): the drill only counts its rows. Also DRILL_RESTORED_DATABASE_URL.
+    #[arg(
+        long,
+        env = "DRILL_RESTORED_DATABASE_URL",
+        hide_env_values = true,
+        conflicts_with = "scratch_database_url"
+    )]
+    restored_database_url: Option<String>,
+    /// Backups older than this fail the drill (e.g. 26h, 90m).
+    #[arg(long, default_value = "26h")]
+    max_age: String,
+    /// The largest difference between a backup count and the live one, as a fraction of the live one.
+    #[arg(long, default_value_t = 0.5)]
+    max_drift: f64,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// What to print on standard output.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ReportFormat,
+}
+
+fn backup_keys() -> anyhow::Result<moor::archive::BackupKeys> {
+    moor::archive::BackupKeys::from_env(|name| std::env::var(name).ok())
+}
+
+async fn backup_db_command(args: BackupDbArgs) -> anyhow::Result<()> {
+    use moor::database::{DbUrl, DumpSource, Engine};
+    let source = match (&args.file, args.engine, &args.database_url) {
+        (Some(path), Some(engine), _) => DumpSource::File(
+            path.clone(),
+            match engine {
+                DbEngine::Postgres => Engine::Postgres,
+                DbEngine::Mysql => Engine::Mysql,
+            },
+        ),
+        (Some(_), None, _) => anyhow::bail!("--file needs --engine postgres or --engine mysql"),
+        (None, _, Some(url)) => DumpSource::Database(DbUrl::parse(url)?),
+        (None, _, None) => anyhow::bail!("give --database-url (or set DATABASE_URL), or --file with --engine"),
+    };
+    let keys = backup_keys()?;
+    let repo = moor::repo::Repo::open(&args.out, &s3_settings())?;
+    let done =
+        moor::database::backup_db(&source, &repo, &keys, encrypt_backups(args.no_encrypt), args.keep).await?;
+    println!(
+        "backed up the database ({} dump, {} bytes; {} bytes sealed) to {}",
+        done.engine, done.dump_bytes, done.bytes, done.location
+    );
+    for old in done.pruned {
+        println!("deleted the old backup {old}");
+    }
+    Ok(())
+}
+
+async fn restore_db_command(args: RestoreDbArgs) -> anyhow::Result<()> {
+    let keys = backup_keys()?;
+    let repo = moor::repo::Repo::open(&args.input, &s3_settings())?;
+    let target = match (&args.out, &args.database_url) {
+        (Some(_), _) => None,
+        (None, Some(url)) => Some(moor::database::DbUrl::parse(url)?),
+        (None, None) => anyhow::bail!("give --database-url (the database to restore into) or --out FILE"),
+    };
+    let (location, header, dump) = moor::database::fetch_verified(&repo, &keys).await?;
+    let format = header.engine.clone().unwrap_or_default();
+    match (&args.out, target) {
+        (Some(path), _) => {
+            moor::database::write_private(path, &dump)?;
+            println!(
+                "wrote the checked {format} dump of {location} ({} bytes, taken {}) to {}",
+                dump.len(),
+                header.created_at_ms,
+                path.display()
+            );
+        }
+        (None, Some(db)) => {
+            moor::database::restore_dump(&db, &format, &dump).await?;
+            println!("restored {location} ({format}, {} bytes) into {db}", dump.len());
+        }
+        (None, None) => unreachable!("checked above"),
+    }
+    Ok(())
+}
+
+async fn drill_command(args: DrillArgs) -> anyhow::Result<ExitCode> {
+    use moor::database::DbUrl;
+    use moor::drill::{DrillOptions, ScratchDatabase, ScratchRedis};
+    anyhow::ensure!(
+        args.max_drift.is_finite() && args.max_drift >= 0.0,
+        "--max-drift is a fraction of the live count, such as 0.5"
+    );
+    let live = moor::backup::config(
+        args.redis.url.as_deref(),
+        &args.redis.sentinels,
+        &args.redis.master,
+        |name| match name {
+            "REDIS_SENTINEL_PASSWORD" => args.redis.sentinel_password.clone(),
+            _ => std::env::var(name).ok(),
+        },
+    )?;
+    let database = args.database_url.as_deref().map(DbUrl::parse).transpose()?;
+    let scratch_database = match (&args.scratch_database_url, &args.restored_database_url) {
+        (Some(admin), _) => ScratchDatabase::Admin(DbUrl::parse(admin)?),
+        (None, Some(url)) => ScratchDatabase::Restored(DbUrl::parse(url)?),
+        (None, None) => ScratchDatabase::None,
+    };
+    let opts = DrillOptions {
+        from: args.from,
+        s3: s3_settings(),
+        keys: backup_keys()?,
+        live,
+        prefix: args.redis.prefix.clone(),
+        scratch_redis: match args.scratch_redis {
+            Some(url) => ScratchRedis::Url(url),
+            None => ScratchRedis::Spawn(args.redis_server),
+        },
+        database,
+        scratch_database,
+        max_age: parse_duration(&args.max_age)?,
+        max_drift: args.max_drift,
+    };
+    let report = moor::drill::run(&opts).await;
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json() + "\n")
+            .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
+    }
+    match args.format {
+        ReportFormat::Table => println!("{}", report.to_table()),
+        ReportFormat::Json => {
+            println!("{}", report.to_json());
+            let failed: Vec<String> = report
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            if !report.passed {
+                eprintln!("moor drill failed: {}", failed.join("; "));
+            }
+        }
+    }
+    Ok(if report.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
