@@ -109,7 +109,9 @@ impl DbUrl {
             );
         }
         let url = Url::parse(trimmed).map_err(|err| {
-            anyhow::anyhow!("the database URL is not valid ({err}); it looks like postgres://user@host:5432/db")
+            anyhow::anyhow!(
+                "the database URL is not valid ({err}); it looks like postgres://user@host:5432/db"
+            )
         })?;
         let engine: Engine = url.scheme().parse()?;
         ensure!(
@@ -121,8 +123,15 @@ impl DbUrl {
             .map(|p| percent_decode_str(p).decode_utf8_lossy().into_owned());
         let mut url = url;
         let _ = url.set_password(None);
-        let db = Self { engine, url, password };
-        ensure!(!db.database().is_empty(), "the database URL {db} names no database");
+        let db = Self {
+            engine,
+            url,
+            password,
+        };
+        ensure!(
+            !db.database().is_empty(),
+            "the database URL {db} names no database"
+        );
         Ok(db)
     }
 
@@ -211,9 +220,13 @@ async fn run_tool(
     stdin: Option<&[u8]>,
     want_output: bool,
 ) -> anyhow::Result<Vec<u8>> {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     let mut child = cmd.spawn().with_context(|| {
         format!(
@@ -246,13 +259,21 @@ async fn run_tool(
         out.status.success(),
         "{program} for {what} failed ({}): {}",
         out.status,
-        if stderr.is_empty() { "it printed nothing" } else { stderr }
+        if stderr.is_empty() {
+            "it printed nothing"
+        } else {
+            stderr
+        }
     );
     fed.with_context(|| format!("cannot send the dump to {program}"))?;
     ensure!(
         !want_output || !out.stdout.is_empty(),
         "{program} for {what} wrote nothing{}",
-        if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
+        if stderr.is_empty() {
+            String::new()
+        } else {
+            format!(": {stderr}")
+        }
     );
     Ok(out.stdout)
 }
@@ -420,7 +441,9 @@ fn scratch_name(name: &str) -> anyhow::Result<()> {
     ensure!(
         !name.is_empty()
             && name.len() <= 63
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
         "'{name}' is not a scratch database name (lowercase letters, digits and _)"
     );
     Ok(())
@@ -440,7 +463,10 @@ pub async fn create_database(admin: &DbUrl, name: &str) -> anyhow::Result<DbUrl>
 pub async fn drop_database(admin: &DbUrl, name: &str) -> anyhow::Result<()> {
     scratch_name(name)?;
     let sql = match admin.engine {
-        Engine::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(admin.engine, name)),
+        Engine::Postgres => format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote(admin.engine, name)
+        ),
         Engine::Mysql => format!("DROP DATABASE IF EXISTS {}", quote(admin.engine, name)),
     };
     execute(admin, &sql)
@@ -530,7 +556,8 @@ mod tests {
 
     #[test]
     fn urls_keep_the_password_apart() {
-        let db = DbUrl::parse("postgres://app:s%40cret@db.example:6432/inventory?sslmode=require").expect("url");
+        let db =
+            DbUrl::parse("postgres://app:s%40cret@db.example:6432/inventory?sslmode=require").expect("url");
         assert_eq!(db.engine, Engine::Postgres);
         assert_eq!(db.database(), "inventory");
         assert_eq!(db.port(), 6432);
@@ -539,7 +566,10 @@ mod tests {
         assert!(!format!("{db:?}").contains("cret"));
         assert!(db.secret_url().contains("s%40cret"));
         let my = DbUrl::parse("mariadb://root@127.0.0.1/app").expect("url");
-        assert_eq!((my.engine, my.port(), my.user().as_deref()), (Engine::Mysql, 3306, Some("root")));
+        assert_eq!(
+            (my.engine, my.port(), my.user().as_deref()),
+            (Engine::Mysql, 3306, Some("root"))
+        );
         assert!(my.secret_url().starts_with("mysql://"));
         assert_eq!(my.with_database("moor_drill_1").database(), "moor_drill_1");
     }

@@ -276,7 +276,14 @@ async fn spawn_redis(binary: &PathBuf) -> anyhow::Result<ScratchServer> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let child = tokio::process::Command::new(binary)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no", "--daemonize", "no", "--sanitize-dump-payload", "yes"])
+        .args([
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--sanitize-dump-payload",
+            "yes",
+        ])
         .arg("--dir")
         .arg(&dir)
         .stdin(Stdio::null())
@@ -408,7 +415,11 @@ async fn fetch_open(
             rfc3339(header.created_at_ms),
             human(taken),
             human(max_age),
-            if taken <= max_age { "" } else { ": the backup is too old (is the backup job running?)" }
+            if taken <= max_age {
+                ""
+            } else {
+                ": the backup is too old (is the backup job running?)"
+            }
         ),
     );
     let times = BackupTimes {
@@ -461,7 +472,8 @@ async fn sessions(opts: &DrillOptions, repo: &Repo, checks: &mut Checks) -> Opti
         }
     };
     let start = Instant::now();
-    let restored = backup::restore_entries(Target::Node(Box::new(scratch.clone())), &entries, false, None).await;
+    let restored =
+        backup::restore_entries(Target::Node(Box::new(scratch.clone())), &entries, false, None).await;
     let restore = start.elapsed();
     match restored {
         Ok(done) => {
@@ -524,13 +536,21 @@ async fn sessions(opts: &DrillOptions, repo: &Repo, checks: &mut Checks) -> Opti
                 "{} keys do not decode as the store's: {}{}",
                 backup_audit.undecodable_count,
                 named.join("; "),
-                if backup_audit.undecodable_count as usize > named.len() { "; ..." } else { "" }
+                if backup_audit.undecodable_count as usize > named.len() {
+                    "; ..."
+                } else {
+                    ""
+                }
             ),
         );
     }
 
     // The live Redis, read-only.
-    let live_prefix = if opts.prefix.is_empty() { prefix.clone() } else { opts.prefix.clone() };
+    let live_prefix = if opts.prefix.is_empty() {
+        prefix.clone()
+    } else {
+        opts.prefix.clone()
+    };
     let live = async {
         let target = backup::target(&opts.live).await?;
         Ok::<_, anyhow::Error>(mooring_redis::audit_nodes(target.sources(), &live_prefix).await?)
@@ -546,7 +566,11 @@ async fn sessions(opts: &DrillOptions, repo: &Repo, checks: &mut Checks) -> Opti
     report.live_counts = Some(Counts::from(&live));
     for (name, b, l) in [
         ("sessions match live", backup_audit.sessions, live.sessions),
-        ("signed-in sessions match live", backup_audit.signed_in, live.signed_in),
+        (
+            "signed-in sessions match live",
+            backup_audit.signed_in,
+            live.signed_in,
+        ),
         ("signed-in users match live", backup_audit.users, live.users),
     ] {
         let d = drift(b, l);
@@ -724,11 +748,7 @@ async fn database(
         checks.push(
             "database rows match live",
             false,
-            format!(
-                "beyond {:.1}%: {}",
-                opts.max_drift * 100.0,
-                off.join("; ")
-            ),
+            format!("beyond {:.1}%: {}", opts.max_drift * 100.0, off.join("; ")),
         );
     }
     Some(report)

@@ -417,8 +417,12 @@ fn s3_settings() -> moor::repo::S3Settings {
 /// Whether backups are encrypted: yes unless `--no-encrypt` or BACKUP_ENCRYPT is false, 0, no or off.
 fn encrypt_backups(no_encrypt: bool) -> bool {
     !no_encrypt
-        && !std::env::var("BACKUP_ENCRYPT")
-            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"))
+        && !std::env::var("BACKUP_ENCRYPT").is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "off"
+            )
+        })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -461,7 +465,12 @@ struct RestoreDbArgs {
     input: String,
     /// Restore into this database (pg_restore --clean --if-exists --no-owner --no-privileges, or mysql):
     /// objects of the dump are replaced. Also RESTORE_DATABASE_URL.
-    #[arg(long, env = "RESTORE_DATABASE_URL", hide_env_values = true, required_unless_present = "out")]
+    #[arg(
+        long,
+        env = "RESTORE_DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "out"
+    )]
     database_url: Option<String>,
     /// Write the checked dump to this file (mode 0600) instead, for the engine's own tool to restore.
     #[arg(long, conflicts_with = "database_url")]
@@ -539,7 +548,9 @@ async fn backup_db_command(args: BackupDbArgs) -> anyhow::Result<()> {
         ),
         (Some(_), None, _) => anyhow::bail!("--file needs --engine postgres or --engine mysql"),
         (None, _, Some(url)) => DumpSource::Database(DbUrl::parse(url)?),
-        (None, _, None) => anyhow::bail!("give --database-url (or set DATABASE_URL), or --file with --engine"),
+        (None, _, None) => {
+            anyhow::bail!("give --database-url (or set DATABASE_URL), or --file with --engine")
+        }
     };
     let keys = backup_keys()?;
     let repo = moor::repo::Repo::open(&args.out, &s3_settings())?;
@@ -571,7 +582,9 @@ async fn restore_db_command(args: RestoreDbArgs) -> anyhow::Result<()> {
             println!(
                 "wrote the checked {format} dump of {location} ({} bytes, taken {}) to {}",
                 dump.len(),
-                header.created_at_ms,
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(header.created_at_ms)
+                ),
                 path.display()
             );
         }
