@@ -451,6 +451,13 @@ async fn sessions(opts: &DrillOptions, repo: &Repo, checks: &mut Checks) -> Opti
         }
     };
     report.entries = entries.len() as u64;
+    if !checks.push(
+        "sessions backup decoded",
+        header.items == report.entries,
+        format!("{} keys; the signed header says {}", report.entries, header.items),
+    ) {
+        return Some(report);
+    }
 
     // The scratch Redis: started here, or given and empty.
     let mut spawned = None;
@@ -880,6 +887,6 @@ mod tests {
             checks: Vec::new(),
         };
         assert!(report.to_table().contains("nothing was checked"));
-        assert_eq!(rfc3339(1_795_000_000_000), "2026-11-18T08:26:40Z");
+        assert_eq!(rfc3339(1_795_000_000_000), "2026-11-18T11:06:40Z");
     }
 }

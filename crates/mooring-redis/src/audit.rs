@@ -232,7 +232,7 @@ mod tests {
     use std::time::Duration;
 
     use mooring::{AttemptKey, AttemptStore, Policy, Record, SessionId, SessionStore};
-    use mooring_conformance::redis::{Options, standalone};
+    use mooring_conformance::redis::{Options, cluster, standalone};
 
     use super::*;
     use crate::{RedisConfig, RedisStore, Topology};
@@ -362,5 +362,47 @@ mod tests {
         assert!(undecodable[0].1.contains("no metadata"), "{undecodable:?}");
         assert_eq!(undecodable[1].0, "app[1]:u:mallory");
         assert!(undecodable[1].1.contains("not a sorted set"), "{undecodable:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_masters_of_a_cluster_add_up_and_a_user_counts_once() {
+        let cluster = cluster(3, 0).await;
+        let nodes: Vec<String> = cluster.nodes().iter().map(|n| n.addr()).collect();
+        let mut config = RedisConfig::new(Topology::Cluster { nodes });
+        config.prefix = "app:".to_owned();
+        let store = RedisStore::connect(config.clone()).await.expect("connect");
+        let now = now_ms();
+        for i in 0..30u8 {
+            let record = Record {
+                created_at: now,
+                deadline: now + 3_600_000,
+                user: (i < 9).then(|| "grace".to_owned()),
+                attrs: [("n".to_owned(), vec![i])].into(),
+            };
+            store
+                .create(&SessionId::generate().store_key(), &record, &policy())
+                .await
+                .expect("create");
+        }
+        let masters: Vec<ConnectionInfo> = config
+            .cluster_masters()
+            .await
+            .expect("masters")
+            .into_iter()
+            .map(|(_, info)| info)
+            .collect();
+        assert_eq!(masters.len(), 3);
+        let found = audit_nodes(masters, "app:").await.expect("audit");
+        assert_eq!(
+            (
+                found.sessions,
+                found.signed_in,
+                found.users,
+                found.user_indexes,
+                found.undecodable_count
+            ),
+            (30, 9, 1, 1, 0),
+            "{found:?}"
+        );
     }
 }
