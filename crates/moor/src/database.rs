@@ -25,7 +25,9 @@ use std::str::FromStr;
 
 use anyhow::{Context, bail, ensure};
 use percent_encoding::percent_decode_str;
-use sqlx::{Connection, Executor, MySqlConnection, PgConnection, Row};
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, MySqlConnection, PgConnection, Row};
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
@@ -474,16 +476,33 @@ pub async fn drop_database(admin: &DbUrl, name: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot drop the database {name} through {admin}"))
 }
 
+/// A PostgreSQL connection that logs no statements: a `DROP DATABASE ... WITH (FORCE)` or a `COUNT(*)` of a
+/// large table is slow by nature, and the drill's report says how long things took.
+async fn pg(db: &DbUrl) -> Result<PgConnection, sqlx::Error> {
+    PgConnectOptions::from_str(&db.secret_url())?
+        .disable_statement_logging()
+        .connect()
+        .await
+}
+
+/// A MySQL connection that logs no statements (see [`pg`]).
+async fn mysql(db: &DbUrl) -> Result<MySqlConnection, sqlx::Error> {
+    MySqlConnectOptions::from_str(&db.secret_url())?
+        .disable_statement_logging()
+        .connect()
+        .await
+}
+
 async fn execute(db: &DbUrl, sql: &str) -> anyhow::Result<()> {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
     match db.engine {
         Engine::Postgres => {
-            let mut conn = PgConnection::connect(&db.secret_url()).await?;
+            let mut conn = pg(db).await?;
             conn.execute(sql).await?;
             conn.close().await?;
         }
         Engine::Mysql => {
-            let mut conn = MySqlConnection::connect(&db.secret_url()).await?;
+            let mut conn = mysql(db).await?;
             conn.execute(sql).await?;
             conn.close().await?;
         }
@@ -497,9 +516,7 @@ pub async fn row_counts(db: &DbUrl) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut counts = BTreeMap::new();
     match db.engine {
         Engine::Postgres => {
-            let mut conn = PgConnection::connect(&db.secret_url())
-                .await
-                .with_context(|| format!("cannot connect to {db}"))?;
+            let mut conn = pg(db).await.with_context(|| format!("cannot connect to {db}"))?;
             let tables = sqlx::query(
                 "SELECT table_schema, table_name FROM information_schema.tables \
                  WHERE table_type = 'BASE TABLE' \
@@ -525,7 +542,7 @@ pub async fn row_counts(db: &DbUrl) -> anyhow::Result<BTreeMap<String, u64>> {
             conn.close().await?;
         }
         Engine::Mysql => {
-            let mut conn = MySqlConnection::connect(&db.secret_url())
+            let mut conn = mysql(db)
                 .await
                 .with_context(|| format!("cannot connect to {db}"))?;
             let tables = sqlx::query(
