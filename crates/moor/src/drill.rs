@@ -699,25 +699,15 @@ async fn database(
         }
     };
     let mut tables: BTreeMap<String, TableRows> = BTreeMap::new();
-    for (table, n) in &backup {
-        tables
-            .entry(table.clone())
-            .or_insert_with(|| TableRows {
+    for (in_backup, counts) in [(true, &backup), (false, &live_rows)] {
+        for (table, n) in counts {
+            let row = tables.entry(table.clone()).or_insert_with(|| TableRows {
                 table: table.clone(),
                 backup: None,
                 live: None,
-            })
-            .backup = Some(*n);
-    }
-    for (table, n) in &live_rows {
-        tables
-            .entry(table.clone())
-            .or_insert_with(|| TableRows {
-                table: table.clone(),
-                backup: None,
-                live: None,
-            })
-            .live = Some(*n);
+            });
+            *if in_backup { &mut row.backup } else { &mut row.live } = Some(*n);
+        }
     }
     report.tables = tables.into_values().collect();
     let mut off = Vec::new();

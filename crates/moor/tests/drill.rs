@@ -237,6 +237,19 @@ async fn a_good_backup_passes_and_reports_rpo_rto_and_counts() {
     let printed: serde_json::Value = serde_json::from_str(&ok(&json_args)).expect("stdout is JSON");
     assert_eq!(printed["passed"], true);
 
+    // An empty Redis given as the scratch one (the chart's sidecar) is used as it is.
+    let scratch = standalone(Options::default()).await;
+    let scratch_url = scratch.url();
+    let mut given = args.to_vec();
+    given.extend(["--scratch-redis", &scratch_url]);
+    assert!(ok(&given).contains("drill passed"));
+    let mut scratch_conn = scratch.connect().await;
+    let restored: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut scratch_conn)
+        .await
+        .expect("DBSIZE");
+    assert_eq!(restored, 14, "the sessions were restored there");
+
     // The live Redis lost half its sessions: beyond --max-drift 0.5 of live.
     let mut conn = live.connect().await;
     let keys: Vec<String> = redis::cmd("KEYS")
