@@ -142,7 +142,11 @@ impl SqlRevocationLog {
                 match log.delete_expired().await {
                     Ok(0) => {}
                     Ok(deleted) => {
-                        tracing::debug!(deleted, dialect = log.dialect.name(), "deleted expired revocation log entries");
+                        tracing::debug!(
+                            deleted,
+                            dialect = log.dialect.name(),
+                            "deleted expired revocation log entries"
+                        );
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, dialect = log.dialect.name(), "revocation log cleanup failed");
@@ -165,9 +169,11 @@ impl RevocationLog for SqlRevocationLog {
         let mut attempt = 0;
         loop {
             let until = to_db(now_ms().saturating_add(self.retention_ms));
-            let query = keys.iter().fold(sqlx::query(AssertSqlSafe(sql.as_str())), |q, key| {
-                q.bind(*key).bind(until)
-            });
+            let query = keys
+                .iter()
+                .fold(sqlx::query(AssertSqlSafe(sql.as_str())), |q, key| {
+                    q.bind(*key).bind(until)
+                });
             match query.execute(&self.pool).await {
                 Ok(_) => return Ok(()),
                 Err(err) if attempt < DEADLOCK_RETRIES && is_deadlock(&err) => {
@@ -187,9 +193,10 @@ impl RevocationLog for SqlRevocationLog {
         let sql = self.find_sql(keys.len());
         let query = keys
             .iter()
-            .fold(sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.as_str())), |q, key| {
-                q.bind(key.as_str())
-            })
+            .fold(
+                sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.as_str())),
+                |q, key| q.bind(key.as_str()),
+            )
             .bind(to_db(now_ms()));
         let found = query.fetch_all(&self.pool).await.map_err(db)?;
         Ok(found.into_iter().collect())
