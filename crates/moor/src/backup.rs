@@ -476,6 +476,43 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<(Header, Vec<Entry>)> {
     Ok((header, entries))
 }
 
+/// How long the revocation log keeps entries when a restore opens it: the app's `SESSION_ABSOLUTE_LIFETIME`
+/// (minutes, its leading number), else 30 days. A reader only looks entries up, so this matters little.
+pub fn revocation_retention(var: impl Fn(&str) -> Option<String>) -> std::time::Duration {
+    let minutes = var("SESSION_ABSOLUTE_LIFETIME").and_then(|v| {
+        let digits: String = v.trim().chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u64>().ok().filter(|m| *m > 0)
+    });
+    std::time::Duration::from_secs(minutes.map_or(30 * 24 * 3600, |m| m * 60))
+}
+
+/// The revocation log a restore checks: the app database's (`database_url`), or none with `ignore` (the
+/// sessions ended since the backup come back then, and a warning says so). Neither is refused: restoring
+/// without the log would bring back sessions users signed out of, and their stolen cookies with them.
+pub async fn revocation_log(
+    database_url: Option<&str>,
+    ignore: bool,
+    var: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<mooring_sql::SqlRevocationLog>> {
+    match (database_url.filter(|u| !u.trim().is_empty()), ignore) {
+        (_, true) => {
+            tracing::warn!(
+                "--ignore-revocations: sessions ended after the backup (sign-outs, revocations) come back"
+            );
+            Ok(None)
+        }
+        (Some(url), false) => mooring_sql::SqlRevocationLog::connect(url.trim(), revocation_retention(var))
+            .await
+            .map(Some)
+            .context("cannot open the revocation log in the app's database (DATABASE_URL); nothing was restored"),
+        (None, false) => bail!(
+            "no DATABASE_URL: a restore checks the app's revocation log so that sessions ended since the backup \
+             (sign-outs, revocations) stay ended; give the app's database with --database-url (or DATABASE_URL, \
+             DATABASE_URL_FILE), or restore them all with --ignore-revocations"
+        ),
+    }
+}
+
 /// Restores checked `entries` into `target`, skipping those whose expiry has passed and, with `revocations`,
 /// those the log says were ended (signed out, revoked) since: their keys are looked up in batches before
 /// anything is written, so a log that cannot answer stops the restore with nothing written.
