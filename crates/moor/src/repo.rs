@@ -119,7 +119,7 @@ fn secret_file(name: &str) -> anyhow::Result<Option<String>> {
 /// Hand-written (40 lines) because object_store's own client is reqwest with aws-lc-rs; see the workspace
 /// Cargo.toml. Plain `http://` is refused unless the store allows it (an `http://` endpoint).
 #[derive(Debug)]
-struct TlsConnector;
+pub struct TlsConnector;
 
 impl HttpConnector for TlsConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
