@@ -449,11 +449,26 @@ async fn s3_keeps_the_newest_backups_and_never_lists_an_unfinished_upload() {
         std::fs::write(path, b"not ours").expect("write");
     }
     let redis_url = url(&server.addr());
+    // The credentials also come from secret files (Kubernetes mounts), and the server takes the SSE and
+    // storage-class headers moor sends.
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let (id_file, secret_file) = (secrets.path().join("id"), secrets.path().join("secret"));
+    std::fs::write(&id_file, format!("{}\n", s3.access_key)).expect("write");
+    std::fs::write(&secret_file, &s3.secret_key).expect("write");
+    let mut file_env: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
+        .collect();
+    file_env.push(("AWS_ACCESS_KEY_ID_FILE", id_file.to_str().expect("utf-8")));
+    file_env.push(("AWS_SECRET_ACCESS_KEY_FILE", secret_file.to_str().expect("utf-8")));
+    file_env.push(("BACKUP_S3_SSE", "AES256"));
+    file_env.push(("BACKUP_S3_STORAGE_CLASS", "STANDARD"));
     let mut written = Vec::new();
-    for _ in 0..3 {
+    for run in 0..3 {
         let said = moor(
             &["backup", "--url", &redis_url, "--prefix", PREFIX, "--out", &prefix, "--keep", "2", "--no-encrypt"],
-            &env,
+            if run == 1 { &file_env } else { &env },
         );
         assert!(said.contains("backed up 1 keys") && said.contains("signed)"), "{said}");
         written.push(said);
@@ -510,6 +525,43 @@ async fn s3_keeps_the_newest_backups_and_never_lists_an_unfinished_upload() {
     assert!(said.contains("restored 1 keys"), "{said}");
     assert!(said.contains(&name(&written[2])), "the newest complete backup: {said}");
     upload.abort().await.expect("abort the upload");
+
+    // An unsigned backup of an older moor: refused unless asked for, then restored with a warning.
+    let legacy = moor::backup::encode(
+        &moor::backup::Header {
+            created_at_ms: now_ms(),
+            source: server.addr(),
+            prefix: PREFIX.to_owned(),
+            keys: 1,
+        },
+        &[moor::backup::Entry {
+            key: format!("{PREFIX}legacy").into_bytes(),
+            expire_at_ms: None,
+            payload: redis::cmd("DUMP")
+                .arg(format!("{PREFIX}one"))
+                .query_async(&mut conn)
+                .await
+                .expect("DUMP"),
+        }],
+    )
+    .expect("encode");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("old.moorbak");
+    std::fs::write(&file, legacy).expect("write");
+    let file = file.to_str().expect("utf-8");
+    let args = ["restore", "--url", &redis_url, "--in", file, "--ignore-revocations"];
+    let why = moor_refused(&args, &env);
+    assert!(why.contains("unsigned") && why.contains("--accept-unsigned"), "{why}");
+    let (said, warned) = moor_output(&[&args[..], &["--accept-unsigned"][..]].concat(), &env);
+    assert!(said.contains("restored 1 keys"), "{said}");
+    assert!(warned.contains("unsigned backup"), "{warned}");
+
+    // A storage class the server does not know is refused by it, and the message says so.
+    let why = moor_refused(
+        &["backup", "--url", &redis_url, "--out", &prefix, "--s3-storage-class", "NO_SUCH_CLASS"],
+        &env,
+    );
+    assert!(why.contains("InvalidStorageClass"), "{why}");
 }
 
 /// A plain object_store client of the server (not moor's), to do what moor never does.
