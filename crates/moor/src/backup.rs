@@ -1,5 +1,6 @@
 //! `moor backup` and `moor restore`: a logical backup of the sessions in Redis, taken and restored over the
-//! network, with no downtime and no file access to the Redis host.
+//! network, with no downtime and no file access to the Redis host, kept in a directory or in S3, signed so a
+//! changed byte is refused, and restored without bringing back the sessions that were ended since.
 //!
 //! # Why logical, not the RDB file
 //!
@@ -9,15 +10,29 @@
 //! everything, sessions created since the backup included. For sessions, something else is wanted:
 //!
 //! - **backup** `SCAN`s the keys under the prefix and takes `DUMP` (Redis's own serialization, with its
-//!   CRC) and `PEXPIRETIME` (the absolute expiry) of each. It may read from a replica, so the master does no
-//!   extra work.
+//!   CRC) and `PEXPIRETIME` (the absolute expiry) of each. On Sentinel it reads an in-sync replica
+//!   ([`RedisConfig::in_sync_replica`], `--from auto`), so the master does no extra work; the master when no
+//!   replica is in sync.
 //! - **restore** sends `RESTORE key <expiry> <payload> ABSTTL` to the live master. A key keeps the absolute
 //!   expiry it had: a session restored a day later has not gained a day. Keys whose expiry has passed are
 //!   skipped. A key that exists already is a newer version of that session (or a user index updated since)
 //!   and is kept, unless `--replace` is given. So a restore into a Redis that lost its data brings the
 //!   sessions back, and a restore into a healthy one changes nothing that is newer.
 //!
+//! # No resurrection
+//!
+//! A session ended after the backup (sign-out, revocation, id rotation) is gone from Redis but still in the
+//! backup. The store records every key it ends in the app database's revocation log
+//! ([`mooring::RevocationLog`], `mooring_sql::SqlRevocationLog`) before it deletes it; a restore looks every
+//! key of the backup up there first ([`restore_entries`]) and skips those it names. Without the app's
+//! database (`--database-url`, `DATABASE_URL`) a restore is refused unless `--ignore-revocations` says to
+//! bring them back.
+//!
 //! # The file
+//!
+//! A backup is one [`crate::archive`] envelope of [`Kind::Sessions`] (`MOORBAK2`: a JSON header with the
+//! prefix and key count, the body encrypted by default, an HMAC over every byte; keys from `BACKUP_KEY` or
+//! `APP_KEY`). The body is the entry stream older moors wrote as the whole file:
 //!
 //! ```text
 //! MOORBAK1\n
@@ -26,9 +41,15 @@
 //! END1[u64 N]
 //! ```
 //!
-//! It is written to a temporary name and renamed, so a file that exists is complete. `restore` checks the
-//! magic, the header, every length and the trailer before it writes anything, and Redis checks each
-//! payload's CRC and RDB version.
+//! [`fetch`] checks the signature over the whole file before it reads anything else, then every length and
+//! the trailer of the body ([`decode`]); Redis checks each payload's CRC and RDB version. Nothing is written
+//! unless all of that passes. An unsigned `MOORBAK1` file of an older moor is read only with
+//! `--accept-unsigned`.
+//!
+//! # Where backups go
+//!
+//! [`Repo`]: a directory, a file, or `s3://bucket/prefix/`, each backup named `sessions-<unix ms>.moorbak`,
+//! written whole (an S3 `PUT`, a renamed local file), pruned to the newest `--keep`; restore takes the newest.
 //!
 //! # Redis Cluster
 //!
@@ -504,7 +525,9 @@ pub async fn revocation_log(
         (Some(url), false) => mooring_sql::SqlRevocationLog::connect(url.trim(), revocation_retention(var))
             .await
             .map(Some)
-            .context("cannot open the revocation log in the app's database (DATABASE_URL); nothing was restored"),
+            .context(
+                "cannot open the revocation log in the app's database (DATABASE_URL); nothing was restored",
+            ),
         (None, false) => bail!(
             "no DATABASE_URL: a restore checks the app's revocation log so that sessions ended since the backup \
              (sign-outs, revocations) stay ended; give the app's database with --database-url (or DATABASE_URL, \

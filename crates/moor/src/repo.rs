@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use http_body_util::BodyExt as _;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::client::{
     ClientConfigKey, ClientOptions, HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest,
     HttpRequestBody, HttpResponse, HttpResponseBody, HttpService,
 };
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 
 use crate::archive::Kind;
@@ -70,8 +70,9 @@ impl S3Settings {
         let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let path_style = match get("BACKUP_S3_PATH_STYLE") {
             None => false,
-            Some(v) => parse_bool(&v)
-                .with_context(|| format!("BACKUP_S3_PATH_STYLE is true or false, not '{v}'"))?,
+            Some(v) => {
+                parse_bool(&v).with_context(|| format!("BACKUP_S3_PATH_STYLE is true or false, not '{v}'"))?
+            }
         };
         Ok(Self {
             endpoint: get("AWS_ENDPOINT_URL"),
@@ -131,14 +132,15 @@ impl HttpConnector for TlsConnector {
         let native = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(native.certs);
         tracing::debug!(system_roots = added, "TLS roots for S3");
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: Box::new(e),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| object_store::Error::Generic {
+                    store: "S3",
+                    source: Box::new(e),
+                })?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         http.enforce_http(false);

@@ -22,8 +22,8 @@ use mooring_conformance::redis::{
 };
 use mooring_redis::{RedisConfig, RedisStore, Topology};
 use mooring_sql::SqlRevocationLog;
-use redis::aio::MultiplexedConnection;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt};
+use redis::aio::MultiplexedConnection;
 use s3::S3Server;
 
 const PASSWORD: &str = "backup test p@ss";
@@ -243,7 +243,10 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
     for (addr, conn) in &mut nodes {
         dumps.insert(addr.clone(), calls(conn, "dump").await);
     }
-    assert_eq!(dumps[&master_addr], 0, "the master does no backup work: {dumps:?}");
+    assert_eq!(
+        dumps[&master_addr], 0,
+        "the master does no backup work: {dumps:?}"
+    );
     assert_eq!(
         dumps.values().filter(|n| **n > 0).count(),
         1,
@@ -258,7 +261,10 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
     assert!(object.starts_with(b"MOORBAK2\n"), "a signed backup");
     let shows = |needle: &[u8]| object.windows(needle.len()).any(|w| w == needle);
     for (key, _) in &sessions {
-        assert!(!shows(store.session_key(key).as_bytes()), "a session key in plain text");
+        assert!(
+            !shows(store.session_key(key).as_bytes()),
+            "a session key in plain text"
+        );
     }
     assert!(!shows(b"3 apples"), "a session value in plain text");
 
@@ -298,7 +304,13 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
     // Restore from S3 through the Sentinels, with the password from the app's variable.
     let said = moor(
         &[
-            &["restore", "--in", bucket.as_str(), "--database-url", db.url.as_str()][..],
+            &[
+                "restore",
+                "--in",
+                bucket.as_str(),
+                "--database-url",
+                db.url.as_str(),
+            ][..],
             &redis_args[..],
         ]
         .concat(),
@@ -389,7 +401,12 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
         std::fs::write(&file, &changed).expect("write");
         let why = moor_refused(
             &[
-                &["restore", "--in", file.to_str().expect("utf-8"), "--ignore-revocations"][..],
+                &[
+                    "restore",
+                    "--in",
+                    file.to_str().expect("utf-8"),
+                    "--ignore-revocations",
+                ][..],
                 &redis_args[..],
             ]
             .concat(),
@@ -399,12 +416,20 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
             why.contains("signature does not match") && why.contains("nothing was restored"),
             "one byte of {what} changed: {why}"
         );
-        assert_eq!(dbsize(&mut master).await, 0, "{what}: a refused restore writes nothing");
+        assert_eq!(
+            dbsize(&mut master).await,
+            0,
+            "{what}: a refused restore writes nothing"
+        );
     }
     let mut other_key = env.clone();
     other_key.push(("BACKUP_KEY", "another backup key, thirty-two bytes or more"));
     let why = moor_refused(
-        &[&["restore", "--in", bucket.as_str(), "--ignore-revocations"][..], &redis_args[..]].concat(),
+        &[
+            &["restore", "--in", bucket.as_str(), "--ignore-revocations"][..],
+            &redis_args[..],
+        ]
+        .concat(),
         &other_key,
     );
     assert!(
@@ -417,7 +442,14 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
         .find(|a| *a != master_addr)
         .expect("a replica");
     let why = moor_refused(
-        &["restore", "--in", bucket.as_str(), "--ignore-revocations", "--url", &url(&replica)],
+        &[
+            "restore",
+            "--in",
+            bucket.as_str(),
+            "--ignore-revocations",
+            "--url",
+            &url(&replica),
+        ],
         &pairs(&s3_env),
     );
     assert!(why.contains("is a replica"), "{why}");
@@ -467,16 +499,33 @@ async fn s3_keeps_the_newest_backups_and_never_lists_an_unfinished_upload() {
     let mut written = Vec::new();
     for run in 0..3 {
         let said = moor(
-            &["backup", "--url", &redis_url, "--prefix", PREFIX, "--out", &prefix, "--keep", "2", "--no-encrypt"],
+            &[
+                "backup",
+                "--url",
+                &redis_url,
+                "--prefix",
+                PREFIX,
+                "--out",
+                &prefix,
+                "--keep",
+                "2",
+                "--no-encrypt",
+            ],
             if run == 1 { &file_env } else { &env },
         );
-        assert!(said.contains("backed up 1 keys") && said.contains("signed)"), "{said}");
+        assert!(
+            said.contains("backed up 1 keys") && said.contains("signed)"),
+            "{said}"
+        );
         written.push(said);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(written[2].contains("deleted the old backup"), "{}", written[2]);
     let left = s3.keys("nightly/");
-    let sessions: Vec<&String> = left.iter().filter(|k| k.starts_with("nightly/sessions-")).collect();
+    let sessions: Vec<&String> = left
+        .iter()
+        .filter(|k| k.starts_with("nightly/sessions-"))
+        .collect();
     assert_eq!(sessions.len(), 2, "--keep 2: {left:?}");
     assert_eq!(left.len(), 5, "the foreign objects are left alone: {left:?}");
     let name = |said: &str| {
@@ -517,13 +566,26 @@ async fn s3_keeps_the_newest_backups_and_never_lists_an_unfinished_upload() {
         .map(|o| o.location.to_string())
         .collect();
     assert!(!listed.contains(&unfinished.to_string()), "{listed:?}");
-    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("FLUSHALL");
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("FLUSHALL");
     let said = moor(
-        &["restore", "--url", &redis_url, "--in", &prefix, "--ignore-revocations"],
+        &[
+            "restore",
+            "--url",
+            &redis_url,
+            "--in",
+            &prefix,
+            "--ignore-revocations",
+        ],
         &env,
     );
     assert!(said.contains("restored 1 keys"), "{said}");
-    assert!(said.contains(&name(&written[2])), "the newest complete backup: {said}");
+    assert!(
+        said.contains(&name(&written[2])),
+        "the newest complete backup: {said}"
+    );
     upload.abort().await.expect("abort the upload");
 
     // An unsigned backup of an older moor: refused unless asked for, then restored with a warning.
@@ -549,16 +611,34 @@ async fn s3_keeps_the_newest_backups_and_never_lists_an_unfinished_upload() {
     let file = dir.path().join("old.moorbak");
     std::fs::write(&file, legacy).expect("write");
     let file = file.to_str().expect("utf-8");
-    let args = ["restore", "--url", &redis_url, "--in", file, "--ignore-revocations"];
+    let args = [
+        "restore",
+        "--url",
+        &redis_url,
+        "--in",
+        file,
+        "--ignore-revocations",
+    ];
     let why = moor_refused(&args, &env);
-    assert!(why.contains("unsigned") && why.contains("--accept-unsigned"), "{why}");
+    assert!(
+        why.contains("unsigned") && why.contains("--accept-unsigned"),
+        "{why}"
+    );
     let (said, warned) = moor_output(&[&args[..], &["--accept-unsigned"][..]].concat(), &env);
     assert!(said.contains("restored 1 keys"), "{said}");
     assert!(warned.contains("unsigned backup"), "{warned}");
 
     // A storage class the server does not know is refused by it, and the message says so.
     let why = moor_refused(
-        &["backup", "--url", &redis_url, "--out", &prefix, "--s3-storage-class", "NO_SUCH_CLASS"],
+        &[
+            "backup",
+            "--url",
+            &redis_url,
+            "--out",
+            &prefix,
+            "--s3-storage-class",
+            "NO_SUCH_CLASS",
+        ],
         &env,
     );
     assert!(why.contains("InvalidStorageClass"), "{why}");
@@ -634,7 +714,9 @@ async fn a_cluster_backup_reads_every_master_and_restores_by_slot() {
     );
     let said = moor(&["restore", "--in", file_arg, "--ignore-revocations"], &env);
     assert!(
-        said.contains("restored 25 keys; skipped 0 expired, 0 that exist already, 0 revoked since the backup"),
+        said.contains(
+            "restored 25 keys; skipped 0 expired, 0 that exist already, 0 revoked since the backup"
+        ),
         "{said}"
     );
 
@@ -661,7 +743,9 @@ async fn a_cluster_backup_reads_every_master_and_restores_by_slot() {
     );
     let again = moor(&["restore", "--in", file_arg, "--ignore-revocations"], &env);
     assert!(
-        again.contains("restored 0 keys; skipped 0 expired, 25 that exist already, 0 revoked since the backup"),
+        again.contains(
+            "restored 0 keys; skipped 0 expired, 25 that exist already, 0 revoked since the backup"
+        ),
         "{again}"
     );
 }

@@ -130,7 +130,7 @@ impl RedisConfig {
 /// it measures what is missing, not how long ago something arrived: a replica idle for 5 s on a quiet master
 /// is fully in sync, one that answered a second ago may still be megabytes behind after a burst. 1 MiB is a
 /// few thousand session writes, well under a second of replication on a working link.
-pub const MAX_REPLICA_LAG_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_REPLICA_LAG_BYTES: u64 = 1024 * 1024;
 
 /// One replica as `SENTINEL REPLICAS` describes it.
 #[derive(Debug, PartialEq, Eq)]
@@ -158,7 +158,10 @@ fn healthy_sentinel_replicas(answer: &Value) -> Vec<SentinelReplica> {
                     .chunks(2)
                     .filter_map(|kv| Some((text(kv.first()?)?, text(kv.get(1)?)?)))
                     .collect(),
-                Value::Map(map) => map.iter().filter_map(|(k, v)| Some((text(k)?, text(v)?))).collect(),
+                Value::Map(map) => map
+                    .iter()
+                    .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+                    .collect(),
                 _ => return None,
             };
             let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
@@ -199,7 +202,7 @@ impl RedisConfig {
     /// The replica a reader that can do with a slightly older copy (`moor backup`) should use, so the master
     /// does no extra work: on Sentinel, the replicas `SENTINEL REPLICAS <master>` names without `s_down`,
     /// `o_down` or `disconnected` flags and with `master-link-status` ok, each confirmed on the replica
-    /// itself (`INFO replication`: link up, no sync in progress, at most [`MAX_REPLICA_LAG_BYTES`] behind
+    /// itself (`INFO replication`: link up, no sync in progress, at most 1 MiB of replication stream behind
     /// the master's `master_repl_offset`); the one furthest along, with connection info carrying the store's
     /// auth, db and TLS. `None` when no replica qualifies, and for standalone and Cluster configurations
     /// (a standalone URL is read as given; a Cluster's masters are read).
@@ -213,7 +216,10 @@ impl RedisConfig {
         };
         let (master_addr, master_info) = follower.ask_sentinels().await?;
         let mut conn = connect(self, master_info).await?;
-        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await?;
         let Some(master_offset) = info_field(&info, "master_repl_offset").and_then(|v| v.parse::<u64>().ok())
         else {
             return Err(RedisStoreError::Shape(format!(
@@ -815,7 +821,10 @@ impl Backend {
 
 #[cfg(test)]
 mod tests {
-    use super::slot_masters;
+    use super::{
+        MAX_REPLICA_LAG_BYTES, SentinelReplica, Value, healthy_sentinel_replicas, in_sync_offset,
+        slot_masters,
+    };
 
     #[test]
     fn only_healthy_linked_replicas_are_candidates() {
@@ -862,8 +871,16 @@ mod tests {
         assert_eq!(in_sync_offset(&info("up", "0", master), master), Some(master));
         let behind = master - MAX_REPLICA_LAG_BYTES;
         assert_eq!(in_sync_offset(&info("up", "0", behind), master), Some(behind));
-        assert_eq!(in_sync_offset(&info("up", "0", behind - 1), master), None, "too far behind");
-        assert_eq!(in_sync_offset(&info("down", "0", master), master), None, "link down");
+        assert_eq!(
+            in_sync_offset(&info("up", "0", behind - 1), master),
+            None,
+            "too far behind"
+        );
+        assert_eq!(
+            in_sync_offset(&info("down", "0", master), master),
+            None,
+            "link down"
+        );
         assert_eq!(in_sync_offset(&info("up", "1", master), master), None, "syncing");
         assert_eq!(
             in_sync_offset("role:master\r\nmaster_repl_offset:5\r\n", 5),
