@@ -526,6 +526,70 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600, "backups are private");
     }
 
+    #[test]
+    fn s3_settings_come_from_the_environment_and_bad_ones_are_named() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let all = S3Settings::from_env(env(&[
+            ("AWS_ENDPOINT_URL", "http://minio:9000"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("BACKUP_S3_PATH_STYLE", "true"),
+            ("BACKUP_S3_SSE", "aws:kms"),
+            ("BACKUP_S3_KMS_KEY_ID", "alias/backups"),
+            ("BACKUP_S3_STORAGE_CLASS", "STANDARD_IA"),
+        ]))
+        .expect("settings");
+        assert_eq!(all.endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(all.region.as_deref(), Some("eu-west-1"));
+        assert!(all.path_style);
+        assert_eq!(
+            (
+                all.sse.as_deref(),
+                all.kms_key_id.as_deref(),
+                all.storage_class.as_deref()
+            ),
+            (Some("aws:kms"), Some("alias/backups"), Some("STANDARD_IA"))
+        );
+        let none = S3Settings::from_env(env(&[("AWS_REGION", "")])).expect("empty");
+        assert!(none.region.is_none() && !none.path_style);
+        let err = S3Settings::from_env(env(&[("BACKUP_S3_PATH_STYLE", "maybe")])).expect_err("bad");
+        assert!(format!("{err:#}").contains("BACKUP_S3_PATH_STYLE"), "{err:#}");
+        for (spec, settings, says) in [
+            ("s3:///prefix/", S3Settings::default(), "no bucket"),
+            (
+                "s3://b/p/",
+                S3Settings {
+                    sse: Some("rot13".into()),
+                    ..S3Settings::default()
+                },
+                "AES256 or aws:kms",
+            ),
+            (
+                "s3://b/p/",
+                S3Settings {
+                    sse: Some("AES256".into()),
+                    kms_key_id: Some("k".into()),
+                    ..S3Settings::default()
+                },
+                "needs --s3-sse aws:kms",
+            ),
+            ("ftp://host/x", S3Settings::default(), "only s3://"),
+        ] {
+            let err = Repo::open(spec, &settings).expect_err(spec);
+            assert!(format!("{err:#}").contains(says), "{spec}: {err:#}");
+        }
+        let single = Repo::open("s3://b/backups/one.moorbak", &S3Settings::default()).expect("open");
+        assert!(single.is_single());
+        let collection = Repo::open("s3://b/backups/", &S3Settings::default()).expect("open");
+        assert!(!collection.is_single());
+    }
+
     #[tokio::test]
     async fn a_file_path_is_one_object() {
         let dir = tempfile::tempdir().expect("tempdir");
