@@ -159,6 +159,7 @@ async fn a_sign_out_while_the_database_is_down_answers_503_and_deletes_nothing()
         "a sign-out that cannot be logged is refused: {}",
         page.body
     );
+    assert!(page.headers.contains_key("retry-after"), "with Retry-After");
     assert!(
         signed_in.is_subset(&session_keys(&server).await),
         "nothing was deleted from Redis"
