@@ -151,7 +151,7 @@ async fn calls(conn: &mut MultiplexedConnection, command: &str) -> u64 {
 async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
     let mut options = SentinelOptions::default().with_password(PASSWORD);
     options.server = hardened(options.server);
-    let topology = sentinel_topology(options).await;
+    let mut topology = sentinel_topology(options).await;
     let mut config = RedisConfig::new(Topology::Sentinel {
         sentinels: topology.sentinel_addrs(),
         master: topology.master_name().to_owned(),
@@ -226,13 +226,14 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
         nodes.push((server.addr(), conn));
     }
     let sentinels = topology.sentinel_addrs().join(",");
+    let master_name = topology.master_name().to_owned();
     let mut env = pairs(&s3_env);
     env.push(("REDIS_PASSWORD", PASSWORD));
     let redis_args = [
         "--sentinel",
         sentinels.as_str(),
         "--master",
-        topology.master_name(),
+        master_name.as_str(),
         "--prefix",
         PREFIX,
     ];
@@ -257,6 +258,33 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
         "one replica answered every DUMP: {dumps:?}"
     );
     assert!(dumps.values().any(|n| *n >= 13), "{dumps:?}");
+    // `--from master` reads the master.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let out = elsewhere.path().join("from-master.moorbak");
+    let said = moor(
+        &[
+            &[
+                "backup",
+                "--from",
+                "master",
+                "--out",
+                out.to_str().expect("utf-8"),
+            ][..],
+            &redis_args[..],
+        ]
+        .concat(),
+        &env,
+    );
+    assert!(said.contains("backed up 13 keys"), "{said}");
+    let master_conn = &mut nodes
+        .iter_mut()
+        .find(|(a, _)| *a == master_addr)
+        .expect("master")
+        .1;
+    assert!(
+        calls(master_conn, "dump").await >= 13,
+        "--from master reads the master"
+    );
 
     // The object in S3 is encrypted: neither a session key nor a value shows in its bytes.
     let objects = s3.keys("sessions/");
@@ -462,6 +490,37 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
     );
     assert!(why.contains("is a replica"), "{why}");
     assert_eq!(dbsize(&mut master).await, 0, "a refused restore writes nothing");
+
+    // With no replica left, `--from replica` refuses and `--from auto` reads the master, and says so.
+    let () = redis::cmd("SET")
+        .arg(format!("{PREFIX}late"))
+        .arg("1")
+        .query_async(&mut master)
+        .await
+        .expect("SET");
+    let replicas: Vec<String> = nodes
+        .iter()
+        .map(|(a, _)| a.clone())
+        .filter(|a| *a != master_addr)
+        .collect();
+    for replica in &replicas {
+        topology.node_by_addr(replica).stop().await;
+    }
+    let why = moor_refused(
+        &[
+            &["backup", "--from", "replica", "--out", bucket.as_str()][..],
+            &redis_args[..],
+        ]
+        .concat(),
+        &env,
+    );
+    assert!(why.contains("no replica is in sync"), "{why}");
+    let (said, logged) = moor_output(
+        &[&["backup", "--out", bucket.as_str()][..], &redis_args[..]].concat(),
+        &env,
+    );
+    assert!(said.contains("backed up 1 keys"), "{said}");
+    assert!(logged.contains("backing up from the master"), "{logged}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -635,6 +694,15 @@ async fn s3_keeps_the_newest_backups_and_never_lists_an_unfinished_upload() {
     let (said, warned) = moor_output(&[&args[..], &["--accept-unsigned"][..]].concat(), &env);
     assert!(said.contains("restored 1 keys"), "{said}");
     assert!(warned.contains("unsigned backup"), "{warned}");
+
+    // A standalone URL has no replicas to choose from.
+    let why = moor_refused(
+        &[
+            "backup", "--url", &redis_url, "--out", &prefix, "--from", "replica",
+        ],
+        &env,
+    );
+    assert!(why.contains("needs a Sentinel topology"), "{why}");
 
     // A storage class the server does not know is refused by it, and the message says so.
     let why = moor_refused(
