@@ -167,8 +167,9 @@ struct TlsClient {
     allow_http: bool,
 }
 
-/// How long a request may take to answer with its headers (object_store retries what times out).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one request may take until the answer's headers arrive, the upload of its body included (a
+/// backup is sent in one `PUT`: 5 minutes is 1 GiB at 3.5 MiB/s). object_store retries what times out.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[async_trait::async_trait]
 impl HttpService for TlsClient {
