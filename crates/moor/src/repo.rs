@@ -8,6 +8,11 @@
 //!   upload) at once, and `object_store`'s local store writes a staging file, fsyncs it and renames it into
 //!   place. No partial object is ever listed as a backup.
 //! - **Private.** Local files are written mode 0600 (the process's umask is set to 077 before writing).
+//! - **S3.** Credentials and the rest of the standard `AWS_*` variables as `object_store` reads them (static
+//!   keys, `AWS_SESSION_TOKEN`, web identity / IRSA with `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`,
+//!   container and instance credentials), plus `AWS_ACCESS_KEY_ID_FILE` / `AWS_SECRET_ACCESS_KEY_FILE`;
+//!   endpoint, region, path style, SSE-S3 / SSE-KMS and storage class from [`S3Settings`]. HTTPS through
+//!   [`TlsConnector`] (rustls on ring, system and Mozilla roots); plain HTTP only to an `http://` endpoint.
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
