@@ -231,32 +231,30 @@ async fn sign_out_and_switch_record_the_key(log: Arc<dyn RevocationLog>) {
     );
 }
 
+/// One test per path for a log; `$log` yields `(guard, Arc<dyn RevocationLog>)` and is evaluated per test.
+macro_rules! paths {
+    ($log:expr) => {
+        paths!(@cases $log; delete_records_the_redis_key, delete_user_records_every_ended_session,
+            eviction_records_the_evicted_sessions, sign_out_and_switch_record_the_key);
+    };
+    (@cases $log:expr; $($case:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (_guard, log) = $log;
+                super::$case(log).await;
+            }
+        )+
+    };
+}
+
 mod memory {
     use super::*;
 
-    fn log() -> Arc<dyn RevocationLog> {
-        Arc::new(MemoryRevocationLog::new(RETENTION))
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn delete_records_the_redis_key() {
-        super::delete_records_the_redis_key(log()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn delete_user_records_every_ended_session() {
-        super::delete_user_records_every_ended_session(log()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn eviction_records_the_evicted_sessions() {
-        super::eviction_records_the_evicted_sessions(log()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sign_out_and_switch_record_the_key() {
-        super::sign_out_and_switch_record_the_key(log()).await;
-    }
+    paths!((
+        (),
+        Arc::new(MemoryRevocationLog::new(RETENTION)) as Arc<dyn RevocationLog>
+    ));
 }
 
 mod sqlite {
@@ -271,29 +269,7 @@ mod sqlite {
         (db, Arc::new(log))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn delete_records_the_redis_key() {
-        let (_db, log) = log().await;
-        super::delete_records_the_redis_key(log).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn delete_user_records_every_ended_session() {
-        let (_db, log) = log().await;
-        super::delete_user_records_every_ended_session(log).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn eviction_records_the_evicted_sessions() {
-        let (_db, log) = log().await;
-        super::eviction_records_the_evicted_sessions(log).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sign_out_and_switch_record_the_key() {
-        let (_db, log) = log().await;
-        super::sign_out_and_switch_record_the_key(log).await;
-    }
+    paths!(log().await);
 }
 
 /// Without a log the store ends records as before.

@@ -24,6 +24,7 @@
 //!   `mooring_revocations` table, the sessions a store ended, so a restore from a backup never brings one back.
 //! - [`SqlStoreError`]: what goes wrong; converts into [`mooring::Error::Store`].
 
+mod cleanup;
 mod dialect;
 mod error;
 mod migrate;

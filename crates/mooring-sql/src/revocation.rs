@@ -133,27 +133,16 @@ impl SqlRevocationLog {
     /// retried on the next round. The task runs until the handle is aborted or the runtime shuts down.
     pub fn spawn_cleanup(&self, interval: Duration) -> JoinHandle<()> {
         let log = self.clone();
-        let interval = interval.max(Duration::from_millis(10));
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match log.delete_expired().await {
-                    Ok(0) => {}
-                    Ok(deleted) => {
-                        tracing::debug!(
-                            deleted,
-                            dialect = log.dialect.name(),
-                            "deleted expired revocation log entries"
-                        );
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, dialect = log.dialect.name(), "revocation log cleanup failed");
-                    }
-                }
-            }
-        })
+        crate::cleanup::spawn(
+            "revocation log entries",
+            self.dialect,
+            interval,
+            Duration::ZERO,
+            move || {
+                let log = log.clone();
+                async move { log.delete_expired().await }
+            },
+        )
     }
 }
 
