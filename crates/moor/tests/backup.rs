@@ -563,23 +563,19 @@ async fn s3_keeps_the_newest_backups_and_never_lists_an_unfinished_upload() {
     file_env.push(("AWS_SECRET_ACCESS_KEY_FILE", secret_file.to_str().expect("utf-8")));
     file_env.push(("BACKUP_S3_SSE", "AES256"));
     file_env.push(("BACKUP_S3_STORAGE_CLASS", "STANDARD"));
+    // Signed only: --no-encrypt, or BACKUP_ENCRYPT=false as the chart sets it.
+    let mut plain_env = env.clone();
+    plain_env.push(("BACKUP_ENCRYPT", "false"));
     let mut written = Vec::new();
     for run in 0..3 {
-        let said = moor(
-            &[
-                "backup",
-                "--url",
-                &redis_url,
-                "--prefix",
-                PREFIX,
-                "--out",
-                &prefix,
-                "--keep",
-                "2",
-                "--no-encrypt",
-            ],
-            if run == 1 { &file_env } else { &env },
-        );
+        let args = [
+            "backup", "--url", &redis_url, "--prefix", PREFIX, "--out", &prefix, "--keep", "2",
+        ];
+        let said = match run {
+            0 => moor(&[&args[..], &["--no-encrypt"][..]].concat(), &env),
+            1 => moor(&[&args[..], &["--no-encrypt"][..]].concat(), &file_env),
+            _ => moor(&args, &plain_env),
+        };
         assert!(
             said.contains("backed up 1 keys") && said.contains("signed)"),
             "{said}"
