@@ -138,7 +138,24 @@ redis.external.url=redis://redis:6379|set redis.enabled=false to use an external
 app.shutdown.terminationGracePeriodSeconds=20|must exceed preStopSleepSeconds + delaySeconds + graceSeconds
 database.mode=external|set database.external.secretName
 tracing.otlpEndpoint=https://otel-collector:4318|does not match pattern
+backup.enabled=true,backup.persistence.enabled=false|the backups would have nowhere to go
+backup.enabled=true,backup.target=/var/backups|at '/backup/target': does not match pattern
+backup.enabled=true,backup.target=gs://my-bucket/inventory/|at '/backup/target': does not match pattern
+backup.enabled=true,backup.database.enabled=true|backup.database.enabled=true needs backup.target=s3://
+backup.enabled=true,backup.target=s3://my-bucket/x/,backup.database.enabled=true,database.mode=external,database.external.secretName=db|backs up the bundled database only
+backup.enabled=true,backup.target=s3://my-bucket/x/,backup.s3.storageClass=GLACIER|at '/backup/s3/storageClass': value must be one of
+backup.enabled=true,backup.target=s3://my-bucket/x/,backup.s3.serverSideEncryption=AES256,backup.s3.kmsKeyId=alias/backups|a KMS key needs serverSideEncryption=aws:kms
+backup.enabled=true,backup.target=s3://my-bucket/x/,backup.s3.existingSecret=s3,backup.serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::123456789012:role/b|use one source of S3 credentials
+backup.drill.enabled=true|backup.drill.enabled=true needs backup.enabled=true
+backup.enabled=true,backup.drill.enabled=true,app.sessionDriver=database,redis.enabled=false|the drill restores the sessions into a scratch Redis
 CASES
+# The drill's scratch servers are native sidecars (Kubernetes 1.29+), the app's preStop a sleep action (1.30+):
+# Chart.yaml's kubeVersion refuses anything older, and the oldest version validated below is that floor.
+expect_failure "helm template at Kubernetes 1.29 (below Chart.yaml's kubeVersion)" "incompatible with Kubernetes v1.29" \
+    helm template r "$CHART" --kube-version 1.29.0 -f "$CHART/ci/backup-values.yaml"
+grep -qF "kubeVersion: \">=${KUBE_VERSIONS[0]%.0}.0-0\"" "$CHART/Chart.yaml" \
+    || die "Chart.yaml's kubeVersion floor is not ${KUBE_VERSIONS[0]}, the oldest version validated here"
+echo "ok: Chart.yaml's kubeVersion floor is ${KUBE_VERSIONS[0]}, the oldest version validated"
 
 step "helm template, every profile (rendered into $OUT)"
 for profile in "${PROFILES[@]}"; do
@@ -182,6 +199,8 @@ promtool test rules deploy/monitoring/tests/*.test.yaml
 "$PY" deploy/checks/monitoring_check.py coverage "$CHART"/files/rules/*.yaml -- deploy/monitoring/tests/*.test.yaml
 expect_failure "promtool test rules with a wrong expectation" "FAILED" \
     promtool test rules <(sed -e 's#\.\./\.\./helm#'"$ROOT"'/deploy/helm#' -e 's/5% of requests fail/6% of requests fail/' deploy/monitoring/tests/inventory.test.yaml)
+expect_failure "promtool test rules expecting SessionBackupMissing for a CronJob that succeeded recently" "FAILED" \
+    promtool test rules <(sed -e 's#\.\./\.\./helm#'"$ROOT"'/deploy/helm#' -e 's/namespace: never/namespace: fresh/' deploy/monitoring/tests/backup.test.yaml)
 
 step "amtool check-config (Alertmanager Slack example)"
 amtool check-config deploy/monitoring/alertmanager/alertmanager.yml
