@@ -139,8 +139,8 @@ app.shutdown.terminationGracePeriodSeconds=20|must exceed preStopSleepSeconds + 
 database.mode=external|set database.external.secretName
 tracing.otlpEndpoint=https://otel-collector:4318|does not match pattern
 backup.enabled=true,backup.persistence.enabled=false|the backups would have nowhere to go
-backup.enabled=true,backup.target=/var/backups|at '/backup/target': does not match pattern
-backup.enabled=true,backup.target=gs://my-bucket/inventory/|at '/backup/target': does not match pattern
+backup.enabled=true,backup.target=/var/backups|'/var/backups' does not match pattern '^(s3://
+backup.enabled=true,backup.target=gs://my-bucket/inventory/|'gs://my-bucket/inventory/' does not match pattern '^(s3://
 backup.enabled=true,backup.database.enabled=true|backup.database.enabled=true needs backup.target=s3://
 backup.enabled=true,backup.target=s3://my-bucket/x/,backup.database.enabled=true,database.mode=external,database.external.secretName=db|backs up the bundled database only
 backup.enabled=true,backup.target=s3://my-bucket/x/,backup.s3.storageClass=GLACIER|at '/backup/s3/storageClass': value must be one of
