@@ -183,6 +183,34 @@ for profile in "${PROFILES[@]}"; do
     done
 done
 
+step "backup combinations no profile covers, validated at Kubernetes ${KUBE_VERSIONS[*]}"
+# profile|--set: the drill reading the PVC; S3 with the database backup off, no encryption, an existing service
+# account (production: an external database); the longest release name (the CronJobs keep their suffixes).
+while IFS='|' read -r profile set; do
+    mapfile -t args < <(values_args "$profile")
+    for version in "${KUBE_VERSIONS[@]}"; do
+        helm template inventory "$CHART" --namespace shop --kube-version "$version" "${args[@]}" --set "$set" >"$OUT/combination.yaml"
+        if ! "$TOOLS/venv/bin/kubernetes-validate" --strict -k "$version" "$OUT/combination.yaml" >"$OUT/kv-combination.txt" 2>&1 \
+            || grep -v '^INFO' "$OUT/kv-combination.txt" | grep -v "Couldn't find schema for kind \(ServiceMonitor\|PrometheusRule\) with api version monitoring.coreos.com/v1" | grep -q .; then
+            cat "$OUT/kv-combination.txt"
+            die "kubernetes-validate failed for $profile --set $set at $version"
+        fi
+    done
+    "$PY" - "$OUT/combination.yaml" <<'PY'
+import sys, yaml
+suffixes = ("-backup-sessions", "-backup-database", "-restore-drill")
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc["kind"] == "CronJob":
+        name = doc["metadata"]["name"]
+        assert len(name) <= 52 and name.endswith(suffixes), f"CronJob {name}: over 52 characters or not named for the alerts"
+PY
+    echo "ok: $profile --set $set"
+done <<'COMBINATIONS'
+default|backup.enabled=true,backup.drill.enabled=true
+production|backup.target=s3://my-bucket/inventory/,backup.drill.enabled=true,backup.encrypt=false,backup.serviceAccount.create=false,backup.serviceAccount.name=backup
+backup|fullnameOverride=an-inventory-release-with-a-name-of-fifty-letters
+COMBINATIONS
+
 step "ServiceMonitor and PrometheusRule objects (required fields, ports, rules identical to files/rules)"
 "$PY" deploy/checks/monitoring_check.py selftest
 for profile in "${PROFILES[@]}"; do
