@@ -221,6 +221,13 @@ step "the Redis pods' scripts (safe boot, safe master shutdown, probes), run as 
 [ "$(id -u)" = 0 ] || die "the Redis pod test needs root (network namespaces), as scripts/test.sh does"
 bash deploy/checks/redis_pods_test.sh "$OUT/default.yaml" "$OUT/redis-pods" "$PY"
 
+step "the database backup's dump and the drill's loader and scratch Redis, run as rendered against real servers"
+# MariaDB and PostgreSQL of MOORING_TEST_MYSQL_URL / MOORING_TEST_POSTGRES_URL (scripts/services.sh starts them).
+"$PY" deploy/checks/backup_jobs_test.py "$OUT/backup.yaml" "$OUT/backup-postgresql.yaml"
+grep -v -- '- --routines$' "$OUT/backup.yaml" >"$OUT/backup-no-routines.yaml"
+expect_failure "a database backup whose mysqldump lacks --routines" "mysqldump lacks --routines" \
+    "$PY" deploy/checks/backup_jobs_test.py "$OUT/backup-no-routines.yaml" "$OUT/backup-postgresql.yaml"
+
 step "promtool check rules, promtool test rules, every alert tested"
 promtool check rules "$CHART"/files/rules/*.yaml
 promtool test rules deploy/monitoring/tests/*.test.yaml
