@@ -109,17 +109,24 @@ def check_restored_url(drill_pod, scratch, user, database, port):
     assert scratch.get("restartPolicy") == "Always", "the scratch database must be a native sidecar"
 
 
-def mysql_test(manifest, work):
-    url = urllib.parse.urlsplit(MYSQL_URL)
-    host, port, user, password = url.hostname, str(url.port or 3306), url.username, url.password or ""
+def dump_container(manifest, test_url, default_port, engine, file_flag, password_env, flags):
+    """The test server's address and credentials, and the database CronJob's `dump` container, checked."""
+    url = urllib.parse.urlsplit(test_url)
     pod = cronjob_pod(manifest, "-backup-database")
     dump, backup = container(pod, "dump"), container(pod, "backup")
-    dump_file = next(a.split("=", 1)[1] for a in dump["command"] if a.startswith("--result-file="))
-    check_wiring(pod, dump, backup, dump_file, "mysql")
-    for flag in ("--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--no-tablespaces"):
-        assert flag in dump["command"], f"mysqldump lacks {flag}"
-    assert [e["name"] for e in dump["env"]] == ["MYSQL_PWD"], "the password must come from MYSQL_PWD only"
+    dump_file = next(a.split("=", 1)[1] for a in dump["command"] if a.startswith(file_flag))
+    check_wiring(pod, dump, backup, dump_file, engine)
+    for flag in flags:
+        assert flag in dump["command"], f"{dump['command'][0]} lacks {flag}"
+    assert [e["name"] for e in dump["env"]] == [password_env], f"the password must come from {password_env} only"
     assert not any("password" in a.lower() for a in dump["command"]), "a password in argv"
+    return url.hostname, str(url.port or default_port), url.username, url.password or "", dump
+
+
+def mysql_test(manifest, work):
+    host, port, user, password, dump = dump_container(
+        manifest, MYSQL_URL, 3306, "mysql", "--result-file=", "MYSQL_PWD",
+        ("--single-transaction", "--routines", "--triggers", "--events", "--hex-blob", "--no-tablespaces"))
 
     source, target = f"bk_src_{secrets.token_hex(4)}", f"bk_dst_{secrets.token_hex(4)}"
     client = ["mysql", f"--host={host}", f"--port={port}", f"--user={user}"]
@@ -183,15 +190,10 @@ def mysql_test(manifest, work):
 
 
 def postgres_test(manifest, work):
+    host, port, user, password, dump = dump_container(
+        manifest, POSTGRES_URL, 5432, "postgres", "--file=", "PGPASSWORD",
+        ("--format=custom", "--no-owner", "--no-privileges"))
     url = urllib.parse.urlsplit(POSTGRES_URL)
-    host, port, user, password = url.hostname, str(url.port or 5432), url.username, url.password or ""
-    pod = cronjob_pod(manifest, "-backup-database")
-    dump, backup = container(pod, "dump"), container(pod, "backup")
-    dump_file = next(a.split("=", 1)[1] for a in dump["command"] if a.startswith("--file="))
-    check_wiring(pod, dump, backup, dump_file, "postgres")
-    for flag in ("--format=custom", "--no-owner", "--no-privileges"):
-        assert flag in dump["command"], f"pg_dump lacks {flag}"
-    assert [e["name"] for e in dump["env"]] == ["PGPASSWORD"], "the password must come from PGPASSWORD only"
 
     source, target = f"bk_src_{secrets.token_hex(4)}", f"bk_dst_{secrets.token_hex(4)}"
     env = {"PGPASSWORD": password}
