@@ -9,7 +9,9 @@ data, a trigger, a routine and an event (MySQL) or a sequence and a view (Postgr
 two must hold the same rows and objects. A truncated dump must make the loader fail (so a bad backup fails the
 drill). The drill's scratch Redis command runs on a free port and its startup probe must pass. Wiring is
 checked too: `moor backup-db --file` reads the file the dump writes, on the same emptyDir, with the matching
---engine, and `moor drill --restored-database-url` names the scratch database's own user, port and database.
+--engine, `moor drill --restored-database-url` names the scratch database's own user, port and database, the
+drill reads the live data with the app's own ConfigMap, REDIS_* secrets and DATABASE_URL, and the dump's host
+and port are the database's rendered Service.
 
 Only what the test servers need is substituted: the database host (the chart's Service name) becomes the test
 server's, the user and password the test credentials, the database names fresh ones, the paths a temporary
@@ -299,10 +301,29 @@ def reachable():
                  "`bash scripts/services.sh` (as root; it installs and starts PostgreSQL and MariaDB)")
 
 
+def check_drill_reads_live_data_as_the_app(manifest):
+    """The drill's live counts: the same ConfigMap, REDIS_* secrets and DATABASE_URL as the app's container."""
+    docs = [d for d in yaml.safe_load_all(open(manifest)) if d]
+    app = next(c for d in docs if d["kind"] == "Deployment" and d["metadata"]["labels"].get("app.kubernetes.io/component") == "app"
+               for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "inventory")
+    drill = container(cronjob_pod(manifest, "-restore-drill"), "drill")
+    live = lambda c: sorted((e for e in c.get("env", []) if e["name"].startswith("REDIS_") or e["name"] == "DATABASE_URL"), key=lambda e: e["name"])
+    assert live(drill) == live(app), f"the drill's live variables differ from the app's:\n{live(drill)}\n{live(app)}"
+    assert drill["envFrom"] == app["envFrom"], "the drill reads another ConfigMap than the app"
+    dump = container(cronjob_pod(manifest, "-backup-database"), "dump")
+    host = next(a.split("=", 1)[1] for a in dump["command"] if a.startswith("--host="))
+    port = int(next(a.split("=", 1)[1] for a in dump["command"] if a.startswith("--port=")))
+    services = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == host]
+    assert services and any(p["port"] == port for p in services[0]["spec"]["ports"]), f"the dump's --host={host} --port={port} is no rendered Service"
+    print("ok: the drill reads the live data as the app does; the dump's host and port are the database's Service")
+
+
 def main():
     mysql_manifest, postgres_manifest = sys.argv[1:3]
     reachable()
     with tempfile.TemporaryDirectory() as work:
+        for manifest in (mysql_manifest, postgres_manifest):
+            check_drill_reads_live_data_as_the_app(manifest)
         mysql_test(mysql_manifest, work)
         postgres_test(postgres_manifest, work)
         scratch_redis_test(mysql_manifest, work)
