@@ -7,7 +7,9 @@
 #     left alone if they do;
 #   - a PostgreSQL role and a MariaDB user `mooring` (password `mooring`) that may create databases: the tests
 #     create one database per test through them (MOORING_TEST_POSTGRES_URL / MOORING_TEST_MYSQL_URL);
-#   - the rustfmt and clippy components.
+#   - the rustfmt and clippy components;
+#   - s3s-fs 0.14.1, the S3-compatible server the backup tests start (cargo install, about 2 minutes once;
+#     0.17 needs a newer rustc), when no s3s-fs is on PATH or in ~/.cargo/bin.
 #
 # Redis is installed but NOT started: the tests start their own redis-server processes on free ports.
 # Run as root on a fresh machine; as another user it only checks and reports what is missing.
@@ -145,10 +147,27 @@ rust_components() {
     rustup component add "${missing[@]}"
 }
 
+S3S_FS_VERSION=0.14.1
+
+install_s3s_fs() {
+    local bin
+    bin=$(command -v s3s-fs || true)
+    [ -n "$bin" ] || [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ] || bin="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+    if [ -n "$bin" ] && "$bin" --version 2>/dev/null | grep -q " $S3S_FS_VERSION\$"; then
+        log "s3s-fs: $S3S_FS_VERSION present ($bin)"
+        return
+    fi
+    is_root || die "s3s-fs $S3S_FS_VERSION is missing; run scripts/services.sh as root, or: cargo install s3s-fs --version $S3S_FS_VERSION --locked --features binary"
+    command -v cargo >/dev/null || die "s3s-fs is missing and there is no cargo to install it with"
+    log "s3s-fs: installing $S3S_FS_VERSION (cargo install, about 2 minutes)"
+    cargo install s3s-fs --version "$S3S_FS_VERSION" --locked --features binary
+}
+
 install_packages
 start_postgres
 create_postgres_role
 start_mariadb
 create_mariadb_user
 rust_components
-log "ready: PostgreSQL on 127.0.0.1:$PG_PORT, MariaDB on 127.0.0.1:$MYSQL_PORT (user/password mooring/mooring)"
+install_s3s_fs
+log "ready: PostgreSQL on 127.0.0.1:$PG_PORT, MariaDB on 127.0.0.1:$MYSQL_PORT (user/password mooring/mooring), s3s-fs $S3S_FS_VERSION"

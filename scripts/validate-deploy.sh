@@ -138,7 +138,24 @@ redis.external.url=redis://redis:6379|set redis.enabled=false to use an external
 app.shutdown.terminationGracePeriodSeconds=20|must exceed preStopSleepSeconds + delaySeconds + graceSeconds
 database.mode=external|set database.external.secretName
 tracing.otlpEndpoint=https://otel-collector:4318|does not match pattern
+backup.enabled=true,backup.persistence.enabled=false|the backups would have nowhere to go
+backup.enabled=true,backup.target=/var/backups|'/var/backups' does not match pattern '^(s3://
+backup.enabled=true,backup.target=gs://my-bucket/inventory/|'gs://my-bucket/inventory/' does not match pattern '^(s3://
+backup.enabled=true,backup.database.enabled=true|backup.database.enabled=true needs backup.target=s3://
+backup.enabled=true,backup.target=s3://my-bucket/x/,backup.database.enabled=true,database.mode=external,database.external.secretName=db|backs up the bundled database only
+backup.enabled=true,backup.target=s3://my-bucket/x/,backup.s3.storageClass=GLACIER|at '/backup/s3/storageClass': value must be one of
+backup.enabled=true,backup.target=s3://my-bucket/x/,backup.s3.serverSideEncryption=AES256,backup.s3.kmsKeyId=alias/backups|a KMS key needs serverSideEncryption=aws:kms
+backup.enabled=true,backup.target=s3://my-bucket/x/,backup.s3.existingSecret=s3,backup.serviceAccount.annotations.eks\.amazonaws\.com/role-arn=arn:aws:iam::123456789012:role/b|use one source of S3 credentials
+backup.drill.enabled=true|backup.drill.enabled=true needs backup.enabled=true
+backup.enabled=true,backup.drill.enabled=true,app.sessionDriver=database,redis.enabled=false|the drill restores the sessions into a scratch Redis
 CASES
+# The drill's scratch servers are native sidecars (Kubernetes 1.29+), the app's preStop a sleep action (1.30+):
+# Chart.yaml's kubeVersion refuses anything older, and the oldest version validated below is that floor.
+expect_failure "helm template at Kubernetes 1.29 (below Chart.yaml's kubeVersion)" "incompatible with Kubernetes v1.29" \
+    helm template r "$CHART" --kube-version 1.29.0 -f "$CHART/ci/backup-values.yaml"
+grep -qF "kubeVersion: \">=${KUBE_VERSIONS[0]%.0}.0-0\"" "$CHART/Chart.yaml" \
+    || die "Chart.yaml's kubeVersion floor is not ${KUBE_VERSIONS[0]}, the oldest version validated here"
+echo "ok: Chart.yaml's kubeVersion floor is ${KUBE_VERSIONS[0]}, the oldest version validated"
 
 step "helm template, every profile (rendered into $OUT)"
 for profile in "${PROFILES[@]}"; do
@@ -166,6 +183,34 @@ for profile in "${PROFILES[@]}"; do
     done
 done
 
+step "backup combinations no profile covers, validated at Kubernetes ${KUBE_VERSIONS[*]}"
+# profile|--set: the drill reading the PVC; S3 with the database backup off, no encryption, an existing service
+# account (production: an external database); the longest release name (the CronJobs keep their suffixes).
+while IFS='|' read -r profile set; do
+    mapfile -t args < <(values_args "$profile")
+    for version in "${KUBE_VERSIONS[@]}"; do
+        helm template inventory "$CHART" --namespace shop --kube-version "$version" "${args[@]}" --set "$set" >"$OUT/combination.yaml"
+        if ! "$TOOLS/venv/bin/kubernetes-validate" --strict -k "$version" "$OUT/combination.yaml" >"$OUT/kv-combination.txt" 2>&1 \
+            || grep -v '^INFO' "$OUT/kv-combination.txt" | grep -v "Couldn't find schema for kind \(ServiceMonitor\|PrometheusRule\) with api version monitoring.coreos.com/v1" | grep -q .; then
+            cat "$OUT/kv-combination.txt"
+            die "kubernetes-validate failed for $profile --set $set at $version"
+        fi
+    done
+    "$PY" - "$OUT/combination.yaml" <<'PY'
+import sys, yaml
+suffixes = ("-backup-sessions", "-backup-database", "-restore-drill")
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc["kind"] == "CronJob":
+        name = doc["metadata"]["name"]
+        assert len(name) <= 52 and name.endswith(suffixes), f"CronJob {name}: over 52 characters or not named for the alerts"
+PY
+    echo "ok: $profile --set $set"
+done <<'COMBINATIONS'
+default|backup.enabled=true,backup.drill.enabled=true
+production|backup.target=s3://my-bucket/inventory/,backup.drill.enabled=true,backup.encrypt=false,backup.serviceAccount.create=false,backup.serviceAccount.name=backup
+backup|fullnameOverride=an-inventory-release-with-a-name-of-fifty-letters
+COMBINATIONS
+
 step "ServiceMonitor and PrometheusRule objects (required fields, ports, rules identical to files/rules)"
 "$PY" deploy/checks/monitoring_check.py selftest
 for profile in "${PROFILES[@]}"; do
@@ -176,12 +221,21 @@ step "the Redis pods' scripts (safe boot, safe master shutdown, probes), run as 
 [ "$(id -u)" = 0 ] || die "the Redis pod test needs root (network namespaces), as scripts/test.sh does"
 bash deploy/checks/redis_pods_test.sh "$OUT/default.yaml" "$OUT/redis-pods" "$PY"
 
+step "the database backup's dump and the drill's loader and scratch Redis, run as rendered against real servers"
+# MariaDB and PostgreSQL of MOORING_TEST_MYSQL_URL / MOORING_TEST_POSTGRES_URL (scripts/services.sh starts them).
+"$PY" deploy/checks/backup_jobs_test.py "$OUT/backup.yaml" "$OUT/backup-postgresql.yaml"
+grep -v -- '- --routines$' "$OUT/backup.yaml" >"$OUT/backup-no-routines.yaml"
+expect_failure "a database backup whose mysqldump lacks --routines" "mysqldump lacks --routines" \
+    "$PY" deploy/checks/backup_jobs_test.py "$OUT/backup-no-routines.yaml" "$OUT/backup-postgresql.yaml"
+
 step "promtool check rules, promtool test rules, every alert tested"
 promtool check rules "$CHART"/files/rules/*.yaml
 promtool test rules deploy/monitoring/tests/*.test.yaml
 "$PY" deploy/checks/monitoring_check.py coverage "$CHART"/files/rules/*.yaml -- deploy/monitoring/tests/*.test.yaml
 expect_failure "promtool test rules with a wrong expectation" "FAILED" \
     promtool test rules <(sed -e 's#\.\./\.\./helm#'"$ROOT"'/deploy/helm#' -e 's/5% of requests fail/6% of requests fail/' deploy/monitoring/tests/inventory.test.yaml)
+expect_failure "promtool test rules expecting SessionBackupMissing for a CronJob that succeeded recently" "FAILED" \
+    promtool test rules <(sed -e 's#\.\./\.\./helm#'"$ROOT"'/deploy/helm#' -e 's/namespace: never/namespace: fresh/' deploy/monitoring/tests/backup.test.yaml)
 
 step "amtool check-config (Alertmanager Slack example)"
 amtool check-config deploy/monitoring/alertmanager/alertmanager.yml

@@ -71,7 +71,7 @@ pub enum StartError {
     },
 }
 
-/// How often expired session rows are deleted.
+/// How often expired session rows (and revocation log entries) are deleted.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Exposes the Redis connection layer's counters as metrics.
@@ -251,7 +251,17 @@ impl Application {
                 let mut redis = (**redis).clone();
                 // A call retries through a failover for most of the engine's timeout, never past it.
                 redis.deadline = config.store_timeout.mul_f64(0.9);
-                let store = RedisStore::connect(redis).await?;
+                let mut store = RedisStore::connect(redis).await?;
+                if config.session_revocation_log {
+                    // Ended sessions are logged in the app's own database, which a loss of Redis does not reach,
+                    // for as long as any backup can hold a live version of them.
+                    let log = db
+                        .revocation_log(config.session_absolute)
+                        .await
+                        .map_err(|e| database_error(db_url, e))?;
+                    drop(log.spawn_cleanup(CLEANUP_INTERVAL));
+                    store = store.with_revocation_log(Arc::new(log));
+                }
                 register_redis_counters(&metrics, &store);
                 redis_store = Some(store.clone());
                 (Arc::new(store), "redis")

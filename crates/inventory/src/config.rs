@@ -278,6 +278,11 @@ pub const VARIABLES: &[Variable] = &[
         help: "`replicas:N`: a write is saved only when `WAIT N` confirms N replicas have it (same round trip); `async`: when the master has it; `auto`: `replicas:1` when the master has replicas.",
     },
     Variable {
+        name: "SESSION_REVOCATION_LOG",
+        default: "true",
+        help: "With SESSION_DRIVER=redis, write the Redis key of every session that is signed out, revoked or evicted to the `mooring_revocations` table in DATABASE_URL before it is deleted, so a restore of an older Redis backup never brings it back. While that database is down, sign-outs answer 503 and delete nothing. Entries are kept for SESSION_ABSOLUTE_LIFETIME. `false` turns it off.",
+    },
+    Variable {
         name: "PASSWORD_HASH_WORKERS",
         default: "2",
         help: "Threads that hash passwords (argon2id), each with 19 MiB allocated once at start: hashing takes at most this × 19 MiB of memory, whatever the traffic. 1 to 64.",
@@ -475,6 +480,8 @@ pub struct Config {
     pub store_timeout: Duration,
     /// The most sessions one user may have (0: no cap).
     pub session_max_per_user: u32,
+    /// With the Redis driver, log ended sessions in the app's database (SESSION_REVOCATION_LOG).
+    pub session_revocation_log: bool,
     /// Serve on after SIGTERM with readiness off.
     pub shutdown_delay: Duration,
     /// Wait for in-flight requests at most this long.
@@ -795,6 +802,7 @@ impl Config {
             session_encrypt_migrate: env.flag("SESSION_ENCRYPT_MIGRATE", false)?,
             store_timeout: Duration::from_millis(timeout_ms),
             session_max_per_user,
+            session_revocation_log: env.flag("SESSION_REVOCATION_LOG", true)?,
             shutdown_delay: Duration::from_secs(env.parse(
                 "SHUTDOWN_DELAY_SECONDS",
                 0,
@@ -1162,6 +1170,18 @@ mod tests {
     }
 
     const KEY: (&str, &str) = ("APP_KEY", "base64:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+
+    #[test]
+    fn the_revocation_log_is_on_unless_turned_off() {
+        assert!(config(&[KEY]).expect("config").session_revocation_log);
+        assert!(
+            !config(&[KEY, ("SESSION_REVOCATION_LOG", "false")])
+                .expect("config")
+                .session_revocation_log
+        );
+        let err = config(&[KEY, ("SESSION_REVOCATION_LOG", "sometimes")]).expect_err("not a boolean");
+        assert_eq!(err.var, "SESSION_REVOCATION_LOG");
+    }
 
     #[test]
     fn defaults_need_no_configuration() {

@@ -100,6 +100,18 @@ impl Db {
         Ok(Self { pool, dialect })
     }
 
+    /// The session revocation log ([`mooring_sql::SqlRevocationLog`]) on this database's pool, keeping each
+    /// entry for `retention`. Brings the session schema (which holds `mooring_revocations`) up to date first,
+    /// under the same migration lock.
+    pub async fn revocation_log(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<mooring_sql::SqlRevocationLog, DbError> {
+        let store = mooring_sql::SqlStore::new(self.pool.clone())?;
+        store.migrate().await?;
+        Ok(store.revocations(retention))
+    }
+
     fn q(&self, text: &'static str) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
         sqlx::query(AssertSqlSafe(self.dialect.sql(text).into_owned()))
     }

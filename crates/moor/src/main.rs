@@ -29,31 +29,15 @@ enum Command {
     Probe(ProbeArgs),
     /// Runs a failure scenario (or `all`) and checks its budgets; exits 1 when a budget is broken.
     Chaos(ChaosArgs),
-    /// Backs the sessions in Redis up to a file: `DUMP` and absolute expiry of every key under the prefix.
-    /// Reading from a replica is fine.
-    Backup {
-        #[command(flatten)]
-        redis: RedisArgs,
-        /// The backup file to write (written whole, then renamed into place); or an existing directory, to
-        /// write `sessions-<unix ms>.moorbak` in it.
-        #[arg(long)]
-        out: PathBuf,
-        /// With a directory as --out: keep only this many backups there, deleting the oldest.
-        #[arg(long)]
-        keep: Option<usize>,
-    },
-    /// Restores a backup into the live master, with each key's original absolute expiry. Expired keys are
-    /// skipped; keys that exist already (newer) are kept unless --replace.
-    Restore {
-        #[command(flatten)]
-        redis: RedisArgs,
-        /// The backup file to read (checked whole before anything is written).
-        #[arg(long = "in")]
-        input: PathBuf,
-        /// Overwrite keys that exist already.
-        #[arg(long)]
-        replace: bool,
-    },
+    /// Backs the sessions in Redis up: `DUMP` and absolute expiry of every key under the prefix, in one
+    /// signed (and by default encrypted) backup, written to a directory, a file or S3. On Sentinel it reads an
+    /// in-sync replica (see --from). Keys: BACKUP_KEY (or BACKUP_KEY_FILE), else APP_KEY as the app has it.
+    Backup(BackupArgs),
+    /// Restores the newest sessions backup of a directory or S3 prefix (or the file given) into the live
+    /// master, with each key's original absolute expiry. The signature is checked first (a changed byte or
+    /// another key: exit 2, nothing written); sessions the app's revocation log names (ended since the backup)
+    /// and expired keys are skipped; keys that exist already (newer) are kept unless --replace.
+    Restore(RestoreArgs),
     /// Backs the app's database up with the engine's own tool (pg_dump -Fc, or mysqldump with
     /// --single-transaction), signed with BACKUP_KEY (or APP_KEY) and encrypted unless --no-encrypt.
     /// PostgreSQL and MySQL/MariaDB only: SQLite is out of scope (its database is a file next to the app;
@@ -67,6 +51,98 @@ enum Command {
     /// backup into a scratch database, checks that every session decodes, compares the counts with the live
     /// ones and reports RPO, RTO and each check. Exits 0 only when every check passed, 1 otherwise.
     Drill(DrillArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    s3: S3Args,
+    /// Where to write: a directory (existing, or a path ending in /) or s3://bucket/prefix/ (each backup
+    /// gets the name sessions-<unix ms>.moorbak there), or a file path or s3://bucket/key (that one object).
+    #[arg(long)]
+    out: String,
+    /// With a directory or S3 prefix as --out: keep only this many sessions backups there, deleting the
+    /// oldest (other objects are never touched).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    keep: Option<u64>,
+    /// Sign only, do not encrypt the body (BACKUP_ENCRYPT=false does the same; the default encrypts).
+    #[arg(long)]
+    no_encrypt: bool,
+    /// On Sentinel, which node to read: auto (an in-sync replica, else the master), master, or replica (an
+    /// in-sync replica or fail). A standalone URL is read as given; a Cluster from its masters.
+    #[arg(long, env = "BACKUP_FROM", default_value = "auto")]
+    from: moor::backup::ReadFrom,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    s3: S3Args,
+    /// What to restore: a directory or s3://bucket/prefix/ (its newest sessions backup), or a file or
+    /// s3://bucket/key.
+    #[arg(long = "in")]
+    input: String,
+    /// Overwrite keys that exist already.
+    #[arg(long)]
+    replace: bool,
+    /// The app's database, whose revocation log names the sessions ended since the backup (DATABASE_URL_FILE
+    /// is read too). Required unless --ignore-revocations.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Restore without the revocation log: sessions ended since the backup come back.
+    #[arg(long)]
+    ignore_revocations: bool,
+    /// Read an unsigned backup of an older moor (MOORBAK1), which cannot be checked for changes.
+    #[arg(long)]
+    accept_unsigned: bool,
+}
+
+/// Where S3 is and how objects are written, beyond the URL and the standard AWS variables
+/// (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or their *_FILE forms, AWS_SESSION_TOKEN, AWS_ROLE_ARN with
+/// AWS_WEB_IDENTITY_TOKEN_FILE, container and instance credentials).
+#[derive(Args, Clone, Debug)]
+pub struct S3Args {
+    /// A custom S3 endpoint (an S3-compatible server); http:// endpoints are used without TLS.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    s3_endpoint: Option<String>,
+    /// The bucket's region.
+    #[arg(long, env = "AWS_REGION")]
+    s3_region: Option<String>,
+    /// Path-style requests (endpoint/bucket/key), as most S3-compatible servers want.
+    #[arg(long, env = "BACKUP_S3_PATH_STYLE", value_parser = parse_flag, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    s3_path_style: bool,
+    /// Server-side encryption of new objects: AES256 (SSE-S3) or aws:kms (SSE-KMS).
+    #[arg(long, env = "BACKUP_S3_SSE", value_parser = ["AES256", "aws:kms"])]
+    s3_sse: Option<String>,
+    /// The KMS key id for aws:kms.
+    #[arg(long, env = "BACKUP_S3_KMS_KEY_ID")]
+    s3_kms_key_id: Option<String>,
+    /// The storage class of new objects (STANDARD, STANDARD_IA, GLACIER_IR, ...).
+    #[arg(long, env = "BACKUP_S3_STORAGE_CLASS")]
+    s3_storage_class: Option<String>,
+}
+
+impl S3Args {
+    /// The settings [`moor::repo::Repo::open`] takes.
+    pub fn settings(&self) -> moor::repo::S3Settings {
+        let some = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        moor::repo::S3Settings {
+            endpoint: some(&self.s3_endpoint),
+            region: some(&self.s3_region).or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
+            path_style: self.s3_path_style,
+            sse: some(&self.s3_sse),
+            kms_key_id: some(&self.s3_kms_key_id),
+            storage_class: some(&self.s3_storage_class),
+        }
+    }
+}
+
+fn parse_flag(value: &str) -> Result<bool, String> {
+    moor::repo::parse_bool(value).ok_or_else(|| format!("'{value}' is not true or false"))
 }
 
 /// Where Redis is, with the app's variable names as defaults.
@@ -92,18 +168,20 @@ struct RedisArgs {
 }
 
 impl RedisArgs {
+    fn config(&self) -> anyhow::Result<mooring_redis::RedisConfig> {
+        moor::backup::config(
+            self.url.as_deref(),
+            &self.sentinels,
+            &self.master,
+            |name| match name {
+                "REDIS_SENTINEL_PASSWORD" => self.sentinel_password.clone(),
+                _ => std::env::var(name).ok(),
+            },
+        )
+    }
+
     async fn target(&self) -> anyhow::Result<moor::backup::Target> {
-        let config =
-            moor::backup::config(
-                self.url.as_deref(),
-                &self.sentinels,
-                &self.master,
-                |name| match name {
-                    "REDIS_SENTINEL_PASSWORD" => self.sentinel_password.clone(),
-                    _ => std::env::var(name).ok(),
-                },
-            )?;
-        moor::backup::target(&config).await
+        moor::backup::target(&self.config()?).await
     }
 }
 
@@ -295,40 +373,83 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Chaos(args) => return chaos_command(args).await,
-        Command::Backup { redis, out, keep } => {
-            if keep.is_some() && !out.is_dir() {
-                anyhow::bail!("--keep needs an existing directory as --out");
-            }
-            let done = moor::backup::backup(redis.target().await?.sources(), &redis.prefix, &out).await?;
-            println!(
-                "backed up {} keys ({} bytes) to {}; {} vanished while reading",
-                done.keys,
-                done.bytes,
-                done.path.display(),
-                done.vanished
-            );
-            if let Some(keep) = keep {
-                for path in moor::backup::prune(&out, keep.max(1))? {
-                    println!("deleted the old backup {}", path.display());
-                }
-            }
-        }
-        Command::Restore {
-            redis,
-            input,
-            replace,
-        } => {
-            let done = moor::backup::restore(redis.target().await?, &input, replace).await?;
-            println!(
-                "restored {} keys; skipped {} expired and {} that exist already",
-                done.restored, done.expired, done.kept_existing
-            );
-        }
+        Command::Backup(args) => backup_command(args).await?,
+        Command::Restore(args) => restore_command(args).await?,
         Command::BackupDb(args) => backup_db_command(args).await?,
         Command::RestoreDb(args) => restore_db_command(args).await?,
         Command::Drill(args) => return drill_command(args).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+async fn backup_command(args: BackupArgs) -> anyhow::Result<()> {
+    let repo = moor::repo::Repo::open(&args.out, &args.s3.settings())?;
+    if args.keep.is_some() && repo.is_single() {
+        anyhow::bail!("--keep needs a directory or an S3 prefix ending in / as --out, not one file");
+    }
+    let encrypt = match env_var("BACKUP_ENCRYPT").filter(|v| !v.trim().is_empty()) {
+        _ if args.no_encrypt => false,
+        None => true,
+        Some(v) => moor::repo::parse_bool(&v)
+            .ok_or_else(|| anyhow::anyhow!("BACKUP_ENCRYPT is true or false, not '{v}'"))?,
+    };
+    let keys = moor::archive::BackupKeys::from_env(env_var)?;
+    let sources = moor::backup::sources(&args.redis.config()?, args.from).await?;
+    let done = moor::backup::backup(sources, &args.redis.prefix, &repo, &keys, encrypt).await?;
+    println!(
+        "backed up {} keys ({} bytes, signed{}) to {}; {} vanished while reading",
+        done.keys,
+        done.bytes,
+        if done.encrypted { " and encrypted" } else { "" },
+        done.location,
+        done.vanished
+    );
+    if let Some(keep) = args.keep {
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        for old in repo.prune(moor::archive::Kind::Sessions, keep).await? {
+            println!("deleted the old backup {old}");
+        }
+    }
+    Ok(())
+}
+
+async fn restore_command(args: RestoreArgs) -> anyhow::Result<()> {
+    let repo = moor::repo::Repo::open(&args.input, &args.s3.settings())?;
+    let keys = moor::archive::BackupKeys::from_env(env_var)?;
+    let database_url = match args.database_url.clone() {
+        Some(url) => Some(url),
+        None => match env_var("DATABASE_URL_FILE").filter(|p| !p.trim().is_empty()) {
+            Some(path) => Some(
+                std::fs::read_to_string(path.trim())
+                    .map_err(|e| anyhow::anyhow!("cannot read DATABASE_URL_FILE ({}): {e}", path.trim()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        },
+    };
+    // Checked before anything is read: a restore that would have to stop later writes nothing either way,
+    // but the operator learns at once.
+    let log = moor::backup::revocation_log(database_url.as_deref(), args.ignore_revocations, env_var).await?;
+    let fetched = moor::backup::fetch(&repo, &keys, args.accept_unsigned).await?;
+    let target = args.redis.target().await?;
+    let done = moor::backup::restore_entries(
+        target,
+        &fetched.entries,
+        args.replace,
+        log.as_ref().map(|l| l as &dyn mooring::RevocationLog),
+    )
+    .await?;
+    println!("restoring {}", fetched.location);
+    println!(
+        "restored {} keys; skipped {} expired, {} that exist already, {} revoked since the backup",
+        done.restored, done.expired, done.kept_existing, done.revoked
+    );
+    Ok(())
 }
 
 async fn chaos_command(args: ChaosArgs) -> anyhow::Result<ExitCode> {
@@ -408,21 +529,14 @@ async fn chaos_command(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The S3 settings of `backup-db`, `restore-db` and `drill`: the one place their `--s3-*` flags will be read
-/// once the commands share them (until then: the URL and the standard AWS variables).
-fn s3_settings() -> moor::repo::S3Settings {
-    moor::repo::S3Settings::default()
-}
-
-/// Whether backups are encrypted: yes unless `--no-encrypt` or BACKUP_ENCRYPT is false, 0, no or off.
-fn encrypt_backups(no_encrypt: bool) -> bool {
-    !no_encrypt
-        && !std::env::var("BACKUP_ENCRYPT").is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "false" | "0" | "no" | "off"
-            )
-        })
+/// Whether backups are encrypted: yes unless `--no-encrypt`, or BACKUP_ENCRYPT is false (as for `backup`).
+fn encrypt_backups(no_encrypt: bool) -> anyhow::Result<bool> {
+    Ok(match env_var("BACKUP_ENCRYPT").filter(|v| !v.trim().is_empty()) {
+        _ if no_encrypt => false,
+        None => true,
+        Some(v) => moor::repo::parse_bool(&v)
+            .ok_or_else(|| anyhow::anyhow!("BACKUP_ENCRYPT is true or false, not '{v}'"))?,
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -450,6 +564,8 @@ struct BackupDbArgs {
     /// Where to write: a directory (database-<unix ms>.moorbak in it), a file, or s3://bucket/prefix/.
     #[arg(long)]
     out: String,
+    #[command(flatten)]
+    s3: S3Args,
     /// Keep only this many database backups there, deleting the oldest (directories and S3 prefixes).
     #[arg(long)]
     keep: Option<usize>,
@@ -463,6 +579,8 @@ struct RestoreDbArgs {
     /// The backup: a file, or a directory or s3://bucket/prefix/ (the newest database backup there).
     #[arg(long = "in")]
     input: String,
+    #[command(flatten)]
+    s3: S3Args,
     /// Restore into this database (pg_restore --clean --if-exists --no-owner --no-privileges, or mysql):
     /// objects of the dump are replaced. Also RESTORE_DATABASE_URL.
     #[arg(
@@ -491,6 +609,8 @@ struct DrillArgs {
     /// backups there).
     #[arg(long)]
     from: String,
+    #[command(flatten)]
+    s3: S3Args,
     /// The live Redis, to compare with (read-only: an in-sync replica will do).
     #[command(flatten)]
     redis: RedisArgs,
@@ -553,9 +673,15 @@ async fn backup_db_command(args: BackupDbArgs) -> anyhow::Result<()> {
         }
     };
     let keys = backup_keys()?;
-    let repo = moor::repo::Repo::open(&args.out, &s3_settings())?;
-    let done =
-        moor::database::backup_db(&source, &repo, &keys, encrypt_backups(args.no_encrypt), args.keep).await?;
+    let repo = moor::repo::Repo::open(&args.out, &args.s3.settings())?;
+    let done = moor::database::backup_db(
+        &source,
+        &repo,
+        &keys,
+        encrypt_backups(args.no_encrypt)?,
+        args.keep,
+    )
+    .await?;
     println!(
         "backed up the database ({} dump, {} bytes; {} bytes sealed) to {}",
         done.engine, done.dump_bytes, done.bytes, done.location
@@ -568,7 +694,7 @@ async fn backup_db_command(args: BackupDbArgs) -> anyhow::Result<()> {
 
 async fn restore_db_command(args: RestoreDbArgs) -> anyhow::Result<()> {
     let keys = backup_keys()?;
-    let repo = moor::repo::Repo::open(&args.input, &s3_settings())?;
+    let repo = moor::repo::Repo::open(&args.input, &args.s3.settings())?;
     let target = match (&args.out, &args.database_url) {
         (Some(_), _) => None,
         (None, Some(url)) => Some(moor::database::DbUrl::parse(url)?),
@@ -604,15 +730,7 @@ async fn drill_command(args: DrillArgs) -> anyhow::Result<ExitCode> {
         args.max_drift.is_finite() && args.max_drift >= 0.0,
         "--max-drift is a fraction of the live count, such as 0.5"
     );
-    let live = moor::backup::config(
-        args.redis.url.as_deref(),
-        &args.redis.sentinels,
-        &args.redis.master,
-        |name| match name {
-            "REDIS_SENTINEL_PASSWORD" => args.redis.sentinel_password.clone(),
-            _ => std::env::var(name).ok(),
-        },
-    )?;
+    let live = args.redis.config()?;
     let database = args.database_url.as_deref().map(DbUrl::parse).transpose()?;
     let scratch_database = match (&args.scratch_database_url, &args.restored_database_url) {
         (Some(admin), _) => ScratchDatabase::Admin(DbUrl::parse(admin)?),
@@ -621,7 +739,7 @@ async fn drill_command(args: DrillArgs) -> anyhow::Result<ExitCode> {
     };
     let opts = DrillOptions {
         from: args.from,
-        s3: s3_settings(),
+        s3: args.s3.settings(),
         keys: backup_keys()?,
         live,
         prefix: args.redis.prefix.clone(),

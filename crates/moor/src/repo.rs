@@ -8,14 +8,26 @@
 //!   upload) at once, and `object_store`'s local store writes a staging file, fsyncs it and renames it into
 //!   place. No partial object is ever listed as a backup.
 //! - **Private.** Local files are written mode 0600 (the process's umask is set to 077 before writing).
+//! - **S3.** Credentials and the rest of the standard `AWS_*` variables as `object_store` reads them (static
+//!   keys, `AWS_SESSION_TOKEN`, web identity / IRSA with `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`,
+//!   container and instance credentials), plus `AWS_ACCESS_KEY_ID_FILE` / `AWS_SECRET_ACCESS_KEY_FILE`;
+//!   endpoint, region, path style, SSE-S3 / SSE-KMS and storage class from [`S3Settings`]. HTTPS through
+//!   [`TlsConnector`] (rustls on ring, system and Mozilla roots); plain HTTP only to an `http://` endpoint.
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use http_body_util::BodyExt as _;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{
+    ClientConfigKey, ClientOptions, HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest,
+    HttpRequestBody, HttpResponse, HttpResponseBody, HttpService,
+};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 
 use crate::archive::Kind;
 
@@ -55,6 +67,144 @@ pub struct S3Settings {
     pub storage_class: Option<String>,
 }
 
+impl S3Settings {
+    /// The settings of this environment: `AWS_ENDPOINT_URL`, `AWS_REGION` (or `AWS_DEFAULT_REGION`),
+    /// `BACKUP_S3_PATH_STYLE` (`true`/`false`), `BACKUP_S3_SSE` (`AES256` or `aws:kms`),
+    /// `BACKUP_S3_KMS_KEY_ID`, `BACKUP_S3_STORAGE_CLASS`. Empty values count as unset.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let path_style = match get("BACKUP_S3_PATH_STYLE") {
+            None => false,
+            Some(v) => {
+                parse_bool(&v).with_context(|| format!("BACKUP_S3_PATH_STYLE is true or false, not '{v}'"))?
+            }
+        };
+        Ok(Self {
+            endpoint: get("AWS_ENDPOINT_URL"),
+            region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            path_style,
+            sse: get("BACKUP_S3_SSE"),
+            kms_key_id: get("BACKUP_S3_KMS_KEY_ID"),
+            storage_class: get("BACKUP_S3_STORAGE_CLASS"),
+        })
+    }
+}
+
+/// `true`/`false` as the chart and the app write them (also `1`/`0`, `yes`/`no`, `on`/`off`).
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The contents of the file `<name>_FILE` names (a Kubernetes secret mount), unless `<name>` itself is set.
+fn secret_file(name: &str) -> anyhow::Result<Option<String>> {
+    if std::env::var(name).is_ok_and(|v| !v.is_empty()) {
+        return Ok(None);
+    }
+    let Some(path) = std::env::var(format!("{name}_FILE"))
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let value = std::fs::read_to_string(path.trim())
+        .with_context(|| format!("cannot read {name}_FILE ({})", path.trim()))?;
+    let value = value.trim();
+    if value.is_empty() {
+        bail!("{name}_FILE ({}) is empty", path.trim());
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// The HTTP client object_store talks to S3 (and STS, and the instance metadata service) through:
+/// hyper-util's pooled client over hyper-rustls with the ring provider, trusting the system's CA
+/// certificates and Mozilla's (webpki-roots) so a minimal image without a CA bundle still reaches AWS.
+/// Hand-written (40 lines) because object_store's own client is reqwest with aws-lc-rs; see the workspace
+/// Cargo.toml. Plain `http://` is refused unless the store allows it (an `http://` endpoint).
+#[derive(Debug)]
+pub struct TlsConnector;
+
+impl HttpConnector for TlsConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let allow_http = options
+            .get_config_value(&ClientConfigKey::AllowHttp)
+            .is_some_and(|v| v == "true");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(native.certs);
+        tracing::debug!(system_roots = added, "TLS roots for S3");
+        let tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| object_store::Error::Generic {
+                    store: "S3",
+                    source: Box::new(e),
+                })?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        Ok(HttpClient::new(TlsClient { client, allow_http }))
+    }
+}
+
+type HyperClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    HttpRequestBody,
+>;
+
+#[derive(Debug)]
+struct TlsClient {
+    client: HyperClient,
+    allow_http: bool,
+}
+
+/// How long one request may take until the answer's headers arrive, the upload of its body included (a
+/// backup is sent in one `PUT`: 5 minutes is 1 GiB at 3.5 MiB/s). object_store retries what times out.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[async_trait::async_trait]
+impl HttpService for TlsClient {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        if req.uri().scheme_str() != Some("https") && !self.allow_http {
+            return Err(HttpError::new(
+                HttpErrorKind::Request,
+                std::io::Error::other(format!(
+                    "{}: plain HTTP is only used with an http:// endpoint",
+                    req.uri()
+                )),
+            ));
+        }
+        let answer = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|e| HttpError::new(HttpErrorKind::Timeout, e))?
+            .map_err(|e| {
+                let kind = if e.is_connect() {
+                    HttpErrorKind::Connect
+                } else {
+                    HttpErrorKind::Request
+                };
+                HttpError::new(kind, e)
+            })?;
+        let (parts, body) = answer.into_parts();
+        let body = body.map_err(|e| HttpError::new(HttpErrorKind::Interrupted, e));
+        Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
+    }
+}
+
 /// One backup found in a collection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -76,6 +226,8 @@ pub struct Repo {
     single: bool,
     /// How messages name it.
     display: String,
+    /// What every new object is written with (its storage class).
+    attributes: Attributes,
 }
 
 impl std::fmt::Display for Repo {
@@ -127,11 +279,77 @@ impl Repo {
             path: object,
             single: !collection,
             display: spec.to_owned(),
+            attributes: Attributes::new(),
         })
     }
 
-    fn open_s3(_rest: &str, _s3: &S3Settings) -> anyhow::Result<Self> {
-        bail!("s3:// targets are not available in this build")
+    /// Opens `bucket/prefix/` (a collection) or `bucket/key` (one object) in S3. Credentials, and anything
+    /// else `object_store` reads from `AWS_*` variables (session token, web identity: `AWS_ROLE_ARN` with
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`, container and instance credentials), come from the environment;
+    /// `AWS_ACCESS_KEY_ID_FILE` / `AWS_SECRET_ACCESS_KEY_FILE` (secret files) are read here; `s3` overrides the
+    /// endpoint, region, addressing style and encryption.
+    fn open_s3(rest: &str, s3: &S3Settings) -> anyhow::Result<Self> {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("no bucket: write s3://bucket/prefix/");
+        }
+        let single = !key.is_empty() && !key.ends_with('/');
+        let path = Path::parse(key.trim_end_matches('/'))
+            .with_context(|| format!("'{key}' is not a usable object key"))?;
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_http_connector(TlsConnector);
+        for (name, set) in [
+            ("AWS_ACCESS_KEY_ID", AmazonS3ConfigKey::AccessKeyId),
+            ("AWS_SECRET_ACCESS_KEY", AmazonS3ConfigKey::SecretAccessKey),
+        ] {
+            if let Some(value) = secret_file(name)? {
+                builder = builder.with_config(set, value);
+            }
+        }
+        if let Some(endpoint) = &s3.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        // object_store refuses plain HTTP unless told; an http:// endpoint says it.
+        let endpoint = s3
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT").ok())
+            .unwrap_or_default();
+        if endpoint.starts_with("http://") {
+            builder = builder.with_allow_http(true);
+        }
+        if let Some(region) = &s3.region {
+            builder = builder.with_region(region);
+        }
+        if s3.path_style {
+            builder = builder.with_virtual_hosted_style_request(false);
+        }
+        match (s3.sse.as_deref(), s3.kms_key_id.as_deref()) {
+            (None, None) => {}
+            (None | Some("aws:kms"), Some(key_id)) => builder = builder.with_sse_kms_encryption(key_id),
+            (Some(sse @ ("aws:kms" | "AES256")), None) => {
+                let key: AmazonS3ConfigKey = "aws_server_side_encryption"
+                    .parse()
+                    .context("object_store knows no server-side encryption setting")?;
+                builder = builder.with_config(key, sse)
+            }
+            (Some("AES256"), Some(_)) => bail!("a KMS key id needs --s3-sse aws:kms, not AES256"),
+            (Some(other), _) => bail!("--s3-sse (BACKUP_S3_SSE) is AES256 or aws:kms, not '{other}'"),
+        }
+        let store = builder.build().context("cannot configure S3")?;
+        let mut attributes = Attributes::new();
+        if let Some(class) = &s3.storage_class {
+            attributes.insert(Attribute::StorageClass, class.clone().into());
+        }
+        Ok(Self {
+            store: Arc::new(store),
+            path,
+            single,
+            display: format!("s3://{rest}"),
+            attributes,
+        })
     }
 
     /// Whether this names one object rather than a collection.
@@ -151,8 +369,12 @@ impl Repo {
     /// Returns where it went.
     pub async fn put(&self, kind: Kind, created_at_ms: u64, bytes: Vec<u8>) -> anyhow::Result<String> {
         let path = self.child(&backup_name(kind, created_at_ms));
+        let options = PutOptions {
+            attributes: self.attributes.clone(),
+            ..PutOptions::default()
+        };
         self.store
-            .put(&path, PutPayload::from(bytes))
+            .put_opts(&path, PutPayload::from(bytes), options)
             .await
             .with_context(|| format!("cannot write {path} in {self}"))?;
         Ok(self.location(&path))
@@ -308,6 +530,70 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "backups are private");
+    }
+
+    #[test]
+    fn s3_settings_come_from_the_environment_and_bad_ones_are_named() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let all = S3Settings::from_env(env(&[
+            ("AWS_ENDPOINT_URL", "http://minio:9000"),
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("BACKUP_S3_PATH_STYLE", "true"),
+            ("BACKUP_S3_SSE", "aws:kms"),
+            ("BACKUP_S3_KMS_KEY_ID", "alias/backups"),
+            ("BACKUP_S3_STORAGE_CLASS", "STANDARD_IA"),
+        ]))
+        .expect("settings");
+        assert_eq!(all.endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(all.region.as_deref(), Some("eu-west-1"));
+        assert!(all.path_style);
+        assert_eq!(
+            (
+                all.sse.as_deref(),
+                all.kms_key_id.as_deref(),
+                all.storage_class.as_deref()
+            ),
+            (Some("aws:kms"), Some("alias/backups"), Some("STANDARD_IA"))
+        );
+        let none = S3Settings::from_env(env(&[("AWS_REGION", "")])).expect("empty");
+        assert!(none.region.is_none() && !none.path_style);
+        let err = S3Settings::from_env(env(&[("BACKUP_S3_PATH_STYLE", "maybe")])).expect_err("bad");
+        assert!(format!("{err:#}").contains("BACKUP_S3_PATH_STYLE"), "{err:#}");
+        for (spec, settings, says) in [
+            ("s3:///prefix/", S3Settings::default(), "no bucket"),
+            (
+                "s3://b/p/",
+                S3Settings {
+                    sse: Some("rot13".into()),
+                    ..S3Settings::default()
+                },
+                "AES256 or aws:kms",
+            ),
+            (
+                "s3://b/p/",
+                S3Settings {
+                    sse: Some("AES256".into()),
+                    kms_key_id: Some("k".into()),
+                    ..S3Settings::default()
+                },
+                "needs --s3-sse aws:kms",
+            ),
+            ("ftp://host/x", S3Settings::default(), "only s3://"),
+        ] {
+            let err = Repo::open(spec, &settings).expect_err(spec);
+            assert!(format!("{err:#}").contains(says), "{spec}: {err:#}");
+        }
+        let single = Repo::open("s3://b/backups/one.moorbak", &S3Settings::default()).expect("open");
+        assert!(single.is_single());
+        let collection = Repo::open("s3://b/backups/", &S3Settings::default()).expect("open");
+        assert!(!collection.is_single());
     }
 
     #[tokio::test]

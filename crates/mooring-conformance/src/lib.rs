@@ -10,6 +10,8 @@
 //!
 //! - [`attempts`]: the cases of the login throttle's [`mooring::AttemptStore`] contract, with
 //!   [`attempt_store_suite!`].
+//! - [`revocations`]: the cases of the [`mooring::RevocationLog`] contract (the records a store ended, so a
+//!   restore never brings them back), with [`revocation_log_suite!`].
 //! - [`redis`]: real Redis topologies (standalone, Sentinel, Cluster) started as processes on free ports, for
 //!   the Redis store's tests and its failover tests.
 
@@ -22,6 +24,7 @@ pub mod attempts;
 pub mod cases;
 pub mod provision;
 pub mod redis;
+pub mod revocations;
 
 /// One store under test, isolated from every other test.
 #[async_trait]

@@ -125,6 +125,155 @@ impl RedisConfig {
     }
 }
 
+/// How far (bytes of replication stream) a replica may be behind its master's offset and still count as in
+/// sync for [`RedisConfig::in_sync_replica`]. A byte offset, rather than `master_last_io_seconds_ago`, because
+/// it measures what is missing, not how long ago something arrived: a replica idle for 5 s on a quiet master
+/// is fully in sync, one that answered a second ago may still be megabytes behind after a burst. 1 MiB is a
+/// few thousand session writes, well under a second of replication on a working link.
+pub(crate) const MAX_REPLICA_LAG_BYTES: u64 = 1024 * 1024;
+
+/// One replica as `SENTINEL REPLICAS` describes it.
+#[derive(Debug, PartialEq, Eq)]
+struct SentinelReplica {
+    host: String,
+    port: u16,
+}
+
+/// The replicas of a `SENTINEL REPLICAS` answer (an array of flat field/value arrays, or maps on RESP3)
+/// whose flags show none of `s_down`, `o_down`, `disconnected` and whose `master-link-status` is `ok`.
+fn healthy_sentinel_replicas(answer: &Value) -> Vec<SentinelReplica> {
+    let Value::Array(items) = answer else {
+        return Vec::new();
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let pairs: Vec<(String, String)> = match item {
+                Value::Array(flat) => flat
+                    .chunks(2)
+                    .filter_map(|kv| Some((text(kv.first()?)?, text(kv.get(1)?)?)))
+                    .collect(),
+                Value::Map(map) => map
+                    .iter()
+                    .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+                    .collect(),
+                _ => return None,
+            };
+            let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            let flags = get("flags")?;
+            let down = flags
+                .split(',')
+                .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"));
+            if down || get("master-link-status")? != "ok" {
+                return None;
+            }
+            Some(SentinelReplica {
+                host: get("ip")?.to_owned(),
+                port: get("port")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// A field of an `INFO` answer.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// The replica's `slave_repl_offset` when its own `INFO replication` says it is in sync with the master at
+/// `master_offset`: `role:slave`, `master_link_status:up`, `master_sync_in_progress:0`, and at most
+/// [`MAX_REPLICA_LAG_BYTES`] behind.
+fn in_sync_offset(info: &str, master_offset: u64) -> Option<u64> {
+    let ok = info_field(info, "role") == Some("slave")
+        && info_field(info, "master_link_status") == Some("up")
+        && info_field(info, "master_sync_in_progress") == Some("0");
+    let offset: u64 = info_field(info, "slave_repl_offset")?.parse().ok()?;
+    (ok && master_offset.saturating_sub(offset) <= MAX_REPLICA_LAG_BYTES).then_some(offset)
+}
+
+impl RedisConfig {
+    /// The replica a reader that can do with a slightly older copy (`moor backup`) should use, so the master
+    /// does no extra work: on Sentinel, the replicas `SENTINEL REPLICAS <master>` names without `s_down`,
+    /// `o_down` or `disconnected` flags and with `master-link-status` ok, each confirmed on the replica
+    /// itself (`INFO replication`: link up, no sync in progress, at most 1 MiB of replication stream behind
+    /// the master's `master_repl_offset`); the one furthest along, with connection info carrying the store's
+    /// auth, db and TLS. `None` when no replica qualifies, and for standalone and Cluster configurations
+    /// (a standalone URL is read as given; a Cluster's masters are read).
+    pub async fn in_sync_replica(&self) -> Result<Option<(String, ConnectionInfo)>> {
+        if !matches!(self.topology, Topology::Sentinel { .. }) {
+            return Ok(None);
+        }
+        let follower = Follower::new(Arc::new(self.clone()), Arc::default())?;
+        let Discovery::Sentinel { master, sentinels } = &follower.discovery else {
+            return Ok(None);
+        };
+        let (master_addr, master_info) = follower.ask_sentinels().await?;
+        let mut conn = connect(self, master_info).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await?;
+        let Some(master_offset) = info_field(&info, "master_repl_offset").and_then(|v| v.parse::<u64>().ok())
+        else {
+            return Err(RedisStoreError::Shape(format!(
+                "{master_addr} reports no master_repl_offset"
+            )));
+        };
+        let mut candidates = Vec::new();
+        let mut last = None;
+        for (addr, info) in sentinels {
+            let asked = async {
+                let mut conn = connect(self, info.clone()).await?;
+                redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg(master)
+                    .query_async::<Value>(&mut conn)
+                    .await
+            };
+            match asked.await {
+                Ok(answer) => {
+                    candidates = healthy_sentinel_replicas(&answer);
+                    break;
+                }
+                Err(e) => last = Some(format!("Sentinel {addr}: {e}")),
+            }
+        }
+        if let Some(last) = last.filter(|_| candidates.is_empty()) {
+            tracing::warn!(master = %master, last = %last, "no Sentinel listed the replicas");
+        }
+        let mut best: Option<(u64, String, ConnectionInfo)> = None;
+        for replica in candidates {
+            let addr = format!("{}:{}", replica.host, replica.port);
+            let info = self.node_info(&replica.host, replica.port);
+            let checked = async {
+                let mut conn = connect(self, info.clone()).await?;
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async::<String>(&mut conn)
+                    .await
+            };
+            match checked.await {
+                Ok(text) => match in_sync_offset(&text, master_offset) {
+                    Some(offset) if best.as_ref().is_none_or(|(b, _, _)| offset > *b) => {
+                        best = Some((offset, addr, info));
+                    }
+                    Some(_) => {}
+                    None => tracing::info!(replica = %addr, master_offset, "replica not in sync; not used"),
+                },
+                Err(e) => tracing::info!(replica = %addr, error = %e, "replica did not answer; not used"),
+            }
+        }
+        Ok(best.map(|(_, addr, info)| (addr, info)))
+    }
+}
+
 impl RedisConfig {
     /// A connection to the Cluster this configuration names, as the store opens it: it routes every command
     /// by its key's slot and follows `MOVED`/`ASK`. An error for other topologies.
@@ -672,7 +821,73 @@ impl Backend {
 
 #[cfg(test)]
 mod tests {
-    use super::slot_masters;
+    use super::{
+        MAX_REPLICA_LAG_BYTES, SentinelReplica, Value, healthy_sentinel_replicas, in_sync_offset,
+        slot_masters,
+    };
+
+    #[test]
+    fn only_healthy_linked_replicas_are_candidates() {
+        let replica = |ip: &str, flags: &str, link: &str| {
+            Value::Array(
+                [
+                    ("name", format!("{ip}:6380")),
+                    ("ip", ip.to_owned()),
+                    ("port", "6380".to_owned()),
+                    ("flags", flags.to_owned()),
+                    ("master-link-status", link.to_owned()),
+                ]
+                .into_iter()
+                .flat_map(|(k, v)| [Value::BulkString(k.into()), Value::BulkString(v.into_bytes())])
+                .collect(),
+            )
+        };
+        let answer = Value::Array(vec![
+            replica("10.0.0.1", "slave", "ok"),
+            replica("10.0.0.2", "s_down,slave", "ok"),
+            replica("10.0.0.3", "slave,disconnected", "ok"),
+            replica("10.0.0.4", "slave", "err"),
+            replica("10.0.0.5", "o_down,slave", "ok"),
+        ]);
+        assert_eq!(
+            healthy_sentinel_replicas(&answer),
+            [SentinelReplica {
+                host: "10.0.0.1".into(),
+                port: 6380
+            }]
+        );
+        assert!(healthy_sentinel_replicas(&Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn a_replica_is_in_sync_when_its_link_is_up_and_its_offset_close() {
+        let info = |link: &str, sync: &str, offset: u64| {
+            format!(
+                "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.9\r\nmaster_link_status:{link}\r\n\
+                 master_last_io_seconds_ago:1\r\nmaster_sync_in_progress:{sync}\r\nslave_repl_offset:{offset}\r\n"
+            )
+        };
+        let master = 10 * MAX_REPLICA_LAG_BYTES;
+        assert_eq!(in_sync_offset(&info("up", "0", master), master), Some(master));
+        let behind = master - MAX_REPLICA_LAG_BYTES;
+        assert_eq!(in_sync_offset(&info("up", "0", behind), master), Some(behind));
+        assert_eq!(
+            in_sync_offset(&info("up", "0", behind - 1), master),
+            None,
+            "too far behind"
+        );
+        assert_eq!(
+            in_sync_offset(&info("down", "0", master), master),
+            None,
+            "link down"
+        );
+        assert_eq!(in_sync_offset(&info("up", "1", master), master), None, "syncing");
+        assert_eq!(
+            in_sync_offset("role:master\r\nmaster_repl_offset:5\r\n", 5),
+            None,
+            "a master is no replica"
+        );
+    }
 
     #[test]
     fn slot_masters_are_the_healthy_masters_holding_slots() {

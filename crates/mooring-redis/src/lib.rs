@@ -10,6 +10,9 @@
 //!   only when `n` replicas confirm it. It relies on the servers running with `min-replicas-to-write 1`,
 //!   `min-replicas-max-lag` of a few seconds, `appendonly yes` and `appendfsync everysec` (see the README).
 //! - **Round trips**: a read (with its TTL slide) is one; a read-modify-write two; a new session one.
+//! - **Revocation log**: with [`RedisStore::with_revocation_log`], every session the store ends on purpose
+//!   (sign-out, revocation, eviction) is written under its Redis key to a [`mooring::RevocationLog`] outside
+//!   Redis before it is deleted, so a restore of an older backup never brings it back.
 //!
 //! # Layout
 //!

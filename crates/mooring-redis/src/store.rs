@@ -32,14 +32,34 @@
 //! | delete | 1 (`EVALSHA delete` + `WAIT`); +1 (`ZREM`) when the session had a user |
 //! | count_user | 2 (`ZRANGEBYSCORE`, then one `HGET @u` per member, concurrently) |
 //! | sign-in beyond the cap | +3 (`ZRANGEBYSCORE`; `HGET @u` per member; `EVALSHA delete_if_user` per evicted session), +1 `ZREM` |
+//! | sign-out, delete, delete_user, eviction (only with a revocation log) | +1 log write (per 500 sessions) |
 //!
 //! so a read-modify-write request costs 2 and a new session 1.
+//!
+//! # Revocation log
+//!
+//! With [`RedisStore::with_revocation_log`], every record the store ends on purpose is written to a
+//! [`RevocationLog`] kept outside Redis (the application's SQL database), under its Redis key
+//! ([`RedisStore::session_key`], exactly as a `moor backup` file names it), so that a restore of an older
+//! backup skips it and a signed-out session never comes back. The log is written **before** the record goes,
+//! and if it cannot be written the call fails with the log's error and nothing is deleted:
+//!
+//! - `delete` (sign-out by `invalidate`, id rotation, a corrupt record): the key, then the delete;
+//! - `delete_user`: every member but the one kept, in batches of [`MAX_BATCH`], then the deletes;
+//! - the per-user cap: the sessions it evicts, then their `delete_if_user`.
+//!
+//! A delta that signs a session out (`set_user(None)`) or switches it to another user keeps the record but
+//! ends the version signed in as the previous user. Who that was is known only from the script's reply, so
+//! the key is recorded right after the apply and the call returns the log's error if that fails (the app
+//! answers 503; the record has changed already, so a retry finds it signed out and records nothing more).
+//! A sign-in from anonymous records nothing. Without a log nothing of this runs: no extra round trip.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use mooring::{Applied, Delta, Loaded, Policy, Record, SessionStore, StoreKey, now_ms};
+use mooring::revocation::MAX_BATCH;
+use mooring::{Applied, Delta, Loaded, Policy, Record, RevocationLog, SessionStore, StoreKey, now_ms};
 use redis::{Pipeline, Value};
 
 use crate::config::{Durability, RedisConfig};
@@ -52,6 +72,8 @@ use crate::stats::RedisStats;
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
+    /// Where the records it ends are written first, if anywhere (see the module documentation).
+    revocations: Option<Arc<dyn RevocationLog>>,
 }
 
 struct Inner {
@@ -68,6 +90,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("config", &self.inner.config)
             .field("wait", &self.inner.wait)
+            .field("revocations", &self.revocations)
             .finish()
     }
 }
@@ -194,10 +217,36 @@ impl RedisStore {
                 stats,
                 wait,
             }),
+            revocations: None,
         };
         store.load_scripts().await?;
         tracing::info!(wait = ?store.inner.wait, master = ?store.master_addr(), "Redis session store ready");
         Ok(store)
+    }
+
+    /// Writes every session this store ends on purpose (delete, `delete_user`, the per-user cap's eviction,
+    /// a sign-out or user switch by delta) to `log` under its Redis key before it goes, and fails the call,
+    /// deleting nothing, when the log cannot be written. See the module documentation.
+    pub fn with_revocation_log(mut self, log: Arc<dyn RevocationLog>) -> Self {
+        self.revocations = Some(log);
+        self
+    }
+
+    /// The revocation log in use, if any.
+    pub fn revocation_log(&self) -> Option<&Arc<dyn RevocationLog>> {
+        self.revocations.as_ref()
+    }
+
+    /// Records the Redis keys of `keys` in the revocation log, [`MAX_BATCH`] per call. Without a log: nothing.
+    async fn revoke(&self, keys: &[StoreKey]) -> mooring::Result<()> {
+        let Some(log) = &self.revocations else {
+            return Ok(());
+        };
+        let names: Vec<String> = keys.iter().map(|k| self.session_key(k)).collect();
+        for batch in names.chunks(MAX_BATCH) {
+            log.record(batch).await?;
+        }
+        Ok(())
     }
 
     async fn load_scripts(&self) -> Result<()> {
@@ -361,6 +410,7 @@ impl RedisStore {
             .collect();
         let (live, mut gone) = self.still_owned(user, members).await?;
         let doomed = &live[..policy.evictions(live.len())];
+        self.revoke(doomed).await?;
         let deletions = join_all(doomed.iter().map(|key| self.delete_if_user(key, user))).await;
         for done in deletions {
             done?;
@@ -609,8 +659,16 @@ impl SessionStore for RedisStore {
                         .transpose()?
                         .and_then(|d| u64::try_from(d).ok())
                         .ok_or_else(|| shape("no deadline"))?;
+                    // Signed out, or switched to another user: the version signed in as `old` has ended.
+                    let revoked = match &old {
+                        Some(old) if user.as_deref() != Some(old.as_str()) => {
+                            self.revoke(std::slice::from_ref(key)).await
+                        }
+                        _ => Ok(()),
+                    };
                     self.index(key, user.as_deref(), old.as_deref(), deadline, policy)
                         .await?;
+                    revoked?;
                 }
                 Ok(Applied::Saved { version })
             }
@@ -631,6 +689,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &StoreKey) -> mooring::Result<bool> {
+        self.revoke(std::slice::from_ref(key)).await?;
         let mut pipe = redis::pipe();
         pipe.add_command(evalsha(&self.inner.scripts.delete, &self.session_key(key)));
         let mut values = self.run(&pipe, Retry::Safe, true).await?;
@@ -702,6 +761,7 @@ impl SessionStore for RedisStore {
             .into_iter()
             .filter(|k| Some(k) != keep)
             .collect();
+        self.revoke(&members).await?;
         let deletions = join_all(members.iter().map(|key| self.delete_if_user(key, user))).await;
         let mut deleted = 0;
         for done in deletions {

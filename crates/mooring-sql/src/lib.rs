@@ -20,12 +20,16 @@
 //! - [`Dialect`]: SQLite / PostgreSQL / MySQL differences, including `?` → `$n` placeholder rewriting, public
 //!   so applications can write their own portable queries on the same pool.
 //! - `throttle` ([`SqlAttemptStore`], [`SqlStore::throttle`]): login throttling on the `mooring_attempts` table.
+//! - `revocation` ([`SqlRevocationLog`], [`SqlStore::revocations`]): the [`mooring::RevocationLog`] on the
+//!   `mooring_revocations` table, the sessions a store ended, so a restore from a backup never brings one back.
 //! - [`SqlStoreError`]: what goes wrong; converts into [`mooring::Error::Store`].
 
+mod cleanup;
 mod dialect;
 mod error;
 mod migrate;
 mod pool;
+mod revocation;
 mod store;
 mod throttle;
 
@@ -33,5 +37,6 @@ pub use dialect::Dialect;
 pub use error::{Result, SqlStoreError};
 pub use migrate::{Migration, run_migrations};
 pub use pool::{ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT, connect};
+pub use revocation::SqlRevocationLog;
 pub use store::SqlStore;
 pub use throttle::SqlAttemptStore;

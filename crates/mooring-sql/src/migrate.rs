@@ -47,6 +47,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "create mooring_attempts",
         statements: create_attempts,
     },
+    Migration {
+        version: 3,
+        description: "create mooring_revocations",
+        statements: create_revocations,
+    },
 ];
 
 fn create_sessions(dialect: Dialect) -> Vec<&'static str> {
@@ -116,6 +121,28 @@ fn create_attempts(dialect: Dialect) -> Vec<&'static str> {
                 window_end BIGINT NOT NULL,
                 blocked_until BIGINT NOT NULL,
                 INDEX mooring_attempts_window_end (window_end)
+            ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4",
+        ],
+    }
+}
+
+/// The revocation log ([`crate::SqlRevocationLog`]): one row per ended record, dead once `until_ms` has passed
+/// (the cleanup deletes by it, indexed). Keys are compared byte for byte: MySQL keeps them as `VARBINARY`,
+/// because its `_bin` collations ignore trailing spaces.
+fn create_revocations(dialect: Dialect) -> Vec<&'static str> {
+    match dialect {
+        Dialect::Sqlite | Dialect::Postgres => vec![
+            r#"CREATE TABLE IF NOT EXISTS mooring_revocations (
+                "key" VARCHAR(255) NOT NULL PRIMARY KEY,
+                until_ms BIGINT NOT NULL
+            )"#,
+            "CREATE INDEX IF NOT EXISTS mooring_revocations_until_ms ON mooring_revocations (until_ms)",
+        ],
+        Dialect::MySql => vec![
+            "CREATE TABLE IF NOT EXISTS mooring_revocations (
+                `key` VARBINARY(255) NOT NULL PRIMARY KEY,
+                until_ms BIGINT NOT NULL,
+                INDEX mooring_revocations_until_ms (until_ms)
             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4",
         ],
     }

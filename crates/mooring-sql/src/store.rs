@@ -248,27 +248,9 @@ impl SqlStore {
     /// the next round; the task runs until the returned handle is aborted or the runtime shuts down.
     pub fn spawn_cleanup(&self, interval: Duration) -> JoinHandle<()> {
         let store = self.clone();
-        let interval = interval.max(Duration::from_millis(10));
-        tokio::spawn(async move {
-            tokio::time::sleep(jitter(interval)).await;
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match store.delete_expired().await {
-                    Ok(0) => {}
-                    Ok(deleted) => {
-                        tracing::debug!(
-                            deleted,
-                            dialect = store.dialect.name(),
-                            "deleted expired sessions"
-                        );
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, dialect = store.dialect.name(), "expired session cleanup failed");
-                    }
-                }
-            }
+        crate::cleanup::spawn("sessions", self.dialect, interval, jitter(interval), move || {
+            let store = store.clone();
+            async move { store.delete_expired().await }
         })
     }
 

@@ -143,17 +143,16 @@ impl SqlAttemptStore {
     /// retried on the next round. The task runs until the handle is aborted or the runtime shuts down.
     pub fn spawn_cleanup(&self, interval: Duration) -> JoinHandle<()> {
         let store = self.clone();
-        let interval = interval.max(Duration::from_millis(10));
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                if let Err(err) = store.delete_expired().await {
-                    tracing::warn!(error = %err, dialect = store.dialect.name(), "expired login attempt cleanup failed");
-                }
-            }
-        })
+        crate::cleanup::spawn(
+            "login attempts",
+            self.dialect,
+            interval,
+            Duration::ZERO,
+            move || {
+                let store = store.clone();
+                async move { store.delete_expired().await }
+            },
+        )
     }
 }
 

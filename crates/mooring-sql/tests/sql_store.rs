@@ -128,8 +128,8 @@ async fn migrations_are_idempotent(backend: Backend) {
     let store = SqlStore::new(pool).expect("store");
     assert_eq!(
         store.migrate().await.expect("first migrate"),
-        vec![1, 2],
-        "a fresh database gets migrations 1 (sessions) and 2 (login attempts)"
+        vec![1, 2, 3],
+        "a fresh database gets migrations 1 (sessions), 2 (login attempts) and 3 (revocation log)"
     );
     let k = key();
     store.create(&k, &record(None), &policy()).await.expect("create");
@@ -144,7 +144,7 @@ async fn migrations_are_idempotent(backend: Backend) {
     );
     assert_eq!(
         count(&store, "SELECT COUNT(*) FROM mooring_schema_migrations").await,
-        2
+        3
     );
 }
 
@@ -171,13 +171,13 @@ async fn concurrent_migrations_apply_once(backend: Backend) {
     applied.sort_unstable();
     assert_eq!(
         applied,
-        vec![1, 2],
+        vec![1, 2, 3],
         "each migration is applied exactly once across {replicas} replicas"
     );
     let store = store_on(&db).await;
     assert_eq!(
         count(&store, "SELECT COUNT(*) FROM mooring_schema_migrations").await,
-        2
+        3
     );
 }
 

@@ -123,7 +123,9 @@ impl RevocationLog for MemoryRevocationLog {
         let until = now_ms().saturating_add(self.retention_ms);
         let mut entries = self.lock();
         for key in keys {
-            entries.insert(key.clone(), until);
+            // The later expiry wins, as in every log: an entry is renewed, never shortened.
+            let entry = entries.entry(key.clone()).or_insert(until);
+            *entry = (*entry).max(until);
         }
         Ok(())
     }

@@ -167,6 +167,7 @@ limits:
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas exceeds autoscaling.maxReplicas" -}}
 {{- end -}}
+{{- include "inventory.backup.validate" . -}}
 {{- end -}}
 
 {{- define "inventory.terminationGracePeriod" -}}
