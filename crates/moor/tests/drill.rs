@@ -19,6 +19,10 @@ use mooring_conformance::redis::{Options, RedisServer, standalone};
 use mooring_redis::{RedisConfig, RedisStore, Topology};
 use sqlx::{Connection, Executor, MySqlConnection, PgConnection};
 
+#[path = "support/s3.rs"]
+mod s3;
+use s3::S3Server;
+
 /// The key the tests sign backups with.
 const BACKUP_KEY: &str = "a backup key for the drill tests, 32 bytes or more";
 const PREFIX: &str = "app:";
@@ -29,7 +33,15 @@ fn keys() -> BackupKeys {
 
 /// Runs the `moor` binary with the backup key and none of the caller's Redis or database variables.
 fn moor(args: &[&str]) -> Output {
+    moor_with(args, None)
+}
+
+/// [`moor`], pointed at `s3` when given.
+fn moor_with(args: &[&str], s3: Option<&S3Server>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_moor"));
+    if let Some(s3) = s3 {
+        s3.apply(&mut cmd);
+    }
     for name in [
         "REDIS_URL",
         "REDIS_SENTINELS",
@@ -51,7 +63,11 @@ fn moor(args: &[&str]) -> Output {
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = moor(args);
+    ok_with(args, None)
+}
+
+fn ok_with(args: &[&str], s3: Option<&S3Server>) -> String {
+    let out = moor_with(args, s3);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -113,28 +129,20 @@ async fn live_redis() -> RedisServer {
     server
 }
 
-/// A signed sessions backup of `server` in `dir`, taken `age` ago: the real `moor backup` reads the sessions
-/// into a file, and its entry stream is sealed again with the age asked for (a backup of the past cannot be
-/// taken now). A `moor backup` that writes the unsigned MOORBAK1 stream and one that writes the signed
-/// envelope both work here.
+/// A signed sessions backup of `server` in `dir`, taken `age` ago, by the real `moor backup`; one of the past
+/// (which cannot be taken now) has the entry stream `moor backup` wrote sealed again with that age.
 async fn take_backup(server: &RedisServer, dir: &Path, age: Duration) {
+    let url = server.url();
+    let backup = |out: &str| ok(&["backup", "--url", &url, "--prefix", PREFIX, "--out", out]);
+    if age.is_zero() {
+        backup(&format!("{}/", dir.display()));
+        return;
+    }
     let raw = dir.join("raw.partial");
-    ok(&[
-        "backup",
-        "--url",
-        &server.url(),
-        "--prefix",
-        PREFIX,
-        "--out",
-        raw.to_str().expect("utf-8"),
-    ]);
+    backup(raw.to_str().expect("utf-8"));
     let written = std::fs::read(&raw).expect("raw backup");
     std::fs::remove_file(&raw).expect("remove");
-    let body = if written.starts_with(archive::MAGIC) {
-        archive::open(&written, &keys()).expect("moor backup signed it").1
-    } else {
-        written
-    };
+    let body = archive::open(&written, &keys()).expect("moor backup signed it").1;
     let (_, entries) = sessions_backup::decode(&body).expect("moor backup wrote a valid stream");
     seal_into(dir, &body, entries.len() as u64, age).await;
 }
@@ -449,7 +457,6 @@ async fn with_database(db: TestDb, admin: &str) {
     fails(&args, "database backup fetched", "no database backup");
 
     ok(&["backup-db", "--database-url", &db.url, "--out", &from]);
-    let before = scratch_left(db.backend, admin).await;
     let table = ok(&args);
     assert!(table.contains("drill passed"), "{table}");
     let items = if db.backend == Backend::Postgres {
@@ -483,10 +490,12 @@ async fn with_database(db: TestDb, admin: &str) {
     let tables = d["tables"].as_array().expect("tables");
     assert_eq!(tables.len(), 2, "{d:#}");
     assert!(d["restore_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{d:#}");
-    assert_eq!(
-        scratch_left(db.backend, admin).await,
-        before,
-        "the scratch database was dropped"
+    let scratch = d["scratch"].as_str().unwrap_or_default();
+    let name = scratch.rsplit('/').next().unwrap_or_default().to_owned();
+    assert!(name.starts_with("moor_drill_"), "{scratch}");
+    assert!(
+        !scratch_left(db.backend, admin).await.contains(&name),
+        "the scratch database {name} was dropped"
     );
 
     // Live grew beyond the drift: the drill says which table.
@@ -555,4 +564,57 @@ async fn with_postgres_the_database_is_restored_into_a_scratch_database() {
 async fn with_mariadb_the_database_is_restored_into_a_scratch_database() {
     let admin = admin_url(provision::MYSQL_URL_ENV, provision::DEFAULT_MYSQL_URL);
     with_database(provision::mysql().await, &admin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_from_s3_restores_both_backups() {
+    let s3 = S3Server::start();
+    let live = live_redis().await;
+    let db = provision::postgres().await;
+    fill(&db).await;
+    let from = s3.url("drill/");
+    let live_url = live.url();
+    ok_with(
+        &["backup", "--url", &live_url, "--prefix", PREFIX, "--out", &from],
+        Some(&s3),
+    );
+    ok_with(
+        &["backup-db", "--database-url", &db.url, "--out", &from],
+        Some(&s3),
+    );
+    let admin = admin_url(provision::POSTGRES_URL_ENV, provision::DEFAULT_POSTGRES_URL);
+    let out = ok_with(
+        &[
+            "drill",
+            "--from",
+            &from,
+            "--url",
+            &live_url,
+            "--prefix",
+            PREFIX,
+            "--database-url",
+            &db.url,
+            "--scratch-database-url",
+            &admin,
+            "--format",
+            "json",
+        ],
+        Some(&s3),
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(json["passed"], true, "{json:#}");
+    assert!(
+        json["sessions"]["backup"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("s3://backups/drill/sessions-")),
+        "{json:#}"
+    );
+    assert_eq!(json["sessions"]["backup_counts"]["sessions"], 12);
+    assert!(
+        json["database"]["backup"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("s3://backups/drill/database-")),
+        "{json:#}"
+    );
+    db.drop_db().await.expect("drop");
 }
