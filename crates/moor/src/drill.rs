@@ -223,6 +223,11 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
 }
 
+/// Rounds to 0.1 (the report's milliseconds).
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
 fn age(taken_at_ms: u64) -> Duration {
     Duration::from_millis(now_ms().saturating_sub(taken_at_ms))
 }
@@ -487,7 +492,7 @@ async fn sessions(opts: &DrillOptions, repo: &Repo, checks: &mut Checks) -> Opti
             report.restored = done.restored;
             report.skipped_expired = done.expired;
             report.times.restore_ms = Some(ms(restore));
-            report.times.rto_ms = report.times.fetch_ms + report.times.verify_ms + ms(restore);
+            report.times.rto_ms = round1(report.times.fetch_ms + report.times.verify_ms + ms(restore));
             checks.push(
                 "sessions restored into scratch Redis",
                 true,
@@ -660,7 +665,8 @@ async fn database(
             let counts = match restored {
                 Ok(()) => {
                     report.times.restore_ms = Some(ms(restore));
-                    report.times.rto_ms = report.times.fetch_ms + report.times.verify_ms + ms(restore);
+                    report.times.rto_ms =
+                        round1(report.times.fetch_ms + report.times.verify_ms + ms(restore));
                     checks.push(
                         "database restored",
                         true,
@@ -762,11 +768,13 @@ impl DrillReport {
         let mut out = String::new();
         let _ = writeln!(out, "moor drill of {} at {}", self.from, self.started_at);
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "{:<9} {:<34} {:<21} {:>12} {:>10} {:>10} {:>11} {:>11}",
-            "backup", "name", "taken at", "RPO (age)", "fetch", "verify", "restore", "RTO"
-        );
+        if self.sessions.is_some() || self.database.is_some() {
+            let _ = writeln!(
+                out,
+                "{:<9} {:<34} {:<21} {:>12} {:>10} {:>10} {:>11} {:>11}",
+                "backup", "name", "taken at", "RPO (age)", "fetch", "verify", "restore", "RTO"
+            );
+        }
         let mut row = |what: &str, t: &BackupTimes| {
             let name = t.backup.rsplit('/').next().unwrap_or(&t.backup);
             let _ = writeln!(
