@@ -6,7 +6,8 @@
 //!    killed at the end, or one given by URL that must be empty) with the same `restore_entries` a real
 //!    restore uses, and the scratch Redis is audited with the store's own codec
 //!    ([`mooring_redis::audit`]): every session must decode. The live Redis is audited too (read-only, a
-//!    replica will do) and the counts of sessions, signed-in sessions and users are compared.
+//!    replica will do) and the counts of sessions, signed-in sessions and users are compared. Left out with
+//!    `--no-sessions`, for an app that keeps its sessions in SQL (they are in the database backup then).
 //! 2. **Database** (with `--database-url`): the newest database backup is fetched and opened, restored with
 //!    the engine's tool into a scratch database `moor_drill_<ms>` created through an admin URL (and dropped
 //!    after), or counted where another container restored it already (`--restored-database-url`); the rows
@@ -66,6 +67,8 @@ pub struct DrillOptions {
     pub s3: S3Settings,
     /// The keys backups are opened with.
     pub keys: BackupKeys,
+    /// Whether to drill the sessions backup (false when the app keeps its sessions in SQL).
+    pub sessions: bool,
     /// The live Redis (the app's configuration).
     pub live: RedisConfig,
     /// The live key prefix (the backup's own prefix is used for the scratch Redis).
@@ -349,7 +352,9 @@ pub async fn run(opts: &DrillOptions) -> DrillReport {
     match Repo::open(&opts.from, &opts.s3) {
         Err(err) => checks.fail("backup location", &err),
         Ok(repo) => {
-            report.sessions = sessions(opts, &repo, &mut checks).await;
+            if opts.sessions {
+                report.sessions = sessions(opts, &repo, &mut checks).await;
+            }
             if let Some(live) = &opts.database {
                 report.database = database(opts, &repo, live, &mut checks).await;
             }

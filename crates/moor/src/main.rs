@@ -614,6 +614,10 @@ struct DrillArgs {
     /// The live Redis, to compare with (read-only: an in-sync replica will do).
     #[command(flatten)]
     redis: RedisArgs,
+    /// Leave the sessions out (the app keeps its sessions in SQL, inside the database backup): drill only
+    /// the database backup.
+    #[arg(long, conflicts_with = "scratch_redis")]
+    no_sessions: bool,
     /// Restore the sessions into this Redis, which must be empty (default: the drill starts its own
     /// redis-server on a free loopback port, without persistence, and stops it at the end).
     #[arg(long)]
@@ -730,6 +734,10 @@ async fn drill_command(args: DrillArgs) -> anyhow::Result<ExitCode> {
         args.max_drift.is_finite() && args.max_drift >= 0.0,
         "--max-drift is a fraction of the live count, such as 0.5"
     );
+    anyhow::ensure!(
+        !args.no_sessions || args.database_url.is_some(),
+        "--no-sessions leaves only the database to drill: give --database-url (or set DATABASE_URL)"
+    );
     let live = args.redis.config()?;
     let database = args.database_url.as_deref().map(DbUrl::parse).transpose()?;
     let scratch_database = match (&args.scratch_database_url, &args.restored_database_url) {
@@ -743,6 +751,7 @@ async fn drill_command(args: DrillArgs) -> anyhow::Result<ExitCode> {
         keys: backup_keys()?,
         live,
         prefix: args.redis.prefix.clone(),
+        sessions: !args.no_sessions,
         scratch_redis: match args.scratch_redis {
             Some(url) => ScratchRedis::Url(url),
             None => ScratchRedis::Spawn(args.redis_server),

@@ -545,6 +545,14 @@ async fn with_database(db: TestDb, admin: &str) {
         restored_args.extend(["--restored-database-url", &restored.url, "--max-drift", "3"]);
         let table = ok(&restored_args);
         assert!(table.contains("restored by another process"), "{table}");
+        // An app with its sessions in SQL: the database alone.
+        restored_args.push("--no-sessions");
+        restored_args.retain(|a| !a.starts_with("--url") && !a.starts_with("redis://"));
+        let table = ok(&restored_args);
+        assert!(
+            table.contains("drill passed") && !table.contains("sessions backup"),
+            "{table}"
+        );
         restored.drop_db().await.expect("drop");
     }
     db.drop_db().await.expect("drop");
