@@ -569,8 +569,9 @@ async fn sessions(opts: &DrillOptions, repo: &Repo, checks: &mut Checks) -> Opti
         opts.prefix.clone()
     };
     let live = async {
-        let target = backup::target(&opts.live).await?;
-        Ok::<_, anyhow::Error>(mooring_redis::audit_nodes(target.sources(), &live_prefix).await?)
+        // As the backup reads it: an in-sync replica on Sentinel (else the master), every master of a Cluster.
+        let nodes = backup::sources(&opts.live, backup::ReadFrom::Auto).await?;
+        Ok::<_, anyhow::Error>(mooring_redis::audit_nodes(nodes, &live_prefix).await?)
     }
     .await;
     let live = match live {
