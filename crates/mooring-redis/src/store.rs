@@ -2,11 +2,12 @@
 //!
 //! # Data layout
 //!
-//! - A session is a hash at `<prefix>s:<store key>` (see [`crate::scripts`] for its fields), with a TTL equal
-//!   to its idle expiry capped by its absolute deadline. Deltas are field-level `HSET`/`HDEL` inside one Lua
-//!   script, so concurrent requests that change different attributes both keep their change, and the version
-//!   field gives compare-and-set. A hash was chosen over a versioned blob with a Lua compare-and-set because
-//!   it needs no retries under contention and writes only the changed bytes.
+//! - A session is a hash at `<prefix><the first 14 characters of the store key>` ([`RedisStore::session_key`];
+//!   [`crate::scripts`] lists its fields), with a TTL equal to its idle expiry capped by its absolute deadline.
+//!   Deltas are field-level `HSET`/`HDEL` inside one Lua script, so concurrent requests that change different
+//!   attributes both keep their change, and the version field gives compare-and-set. A hash was chosen over a
+//!   versioned blob with a Lua compare-and-set because it needs no retries under contention and writes only
+//!   the changed bytes.
 //! - The user index is a sorted set at `<prefix>u:<user>`: members are store keys, scores their absolute
 //!   deadlines (which never change, unlike idle expiries; a deadline is the creation time plus the absolute
 //!   lifetime, so the lowest score is the oldest session). Every index write trims members past their
