@@ -111,6 +111,8 @@ pub struct BackupSummary {
     pub bytes: u64,
     /// Whether its body is encrypted.
     pub encrypted: bool,
+    /// The nodes it was read from (`host:port`, comma-separated).
+    pub source: String,
 }
 
 /// What a restore did.
@@ -244,7 +246,7 @@ pub async fn sources(config: &RedisConfig, from: ReadFrom) -> anyhow::Result<Vec
             .context("cannot ask the Sentinels for the replicas")?
         {
             Some((addr, info)) => {
-                tracing::warn!(%addr, "backing up from an in-sync replica");
+                tracing::info!(%addr, "backing up from an in-sync replica");
                 return Ok(vec![info]);
             }
             None if from == ReadFrom::Replica => {
@@ -345,12 +347,14 @@ pub async fn backup(
     let sealed = archive::seal(header, &body, keys, encrypt)?;
     let bytes = sealed.len() as u64;
     let location = repo.put(Kind::Sessions, created_at_ms, sealed).await?;
+    let source = snapshot.sources.join(",");
     Ok(BackupSummary {
         location,
         keys: inner.keys,
         vanished: snapshot.vanished,
         bytes,
         encrypted: encrypt,
+        source,
     })
 }
 

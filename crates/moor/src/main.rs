@@ -401,10 +401,11 @@ async fn backup_command(args: BackupArgs) -> anyhow::Result<()> {
     let sources = moor::backup::sources(&args.redis.config()?, args.from).await?;
     let done = moor::backup::backup(sources, &args.redis.prefix, &repo, &keys, encrypt).await?;
     println!(
-        "backed up {} keys ({} bytes, signed{}) to {}; {} vanished while reading",
+        "backed up {} keys ({} bytes, signed{}) from {} to {}; {} vanished while reading",
         done.keys,
         done.bytes,
         if done.encrypted { " and encrypted" } else { "" },
+        done.source,
         done.location,
         done.vanished
     );

@@ -243,7 +243,10 @@ async fn sessions_come_back_from_s3_without_the_ones_ended_since() {
     );
     assert!(said.contains("backed up 13 keys"), "{said}");
     assert!(said.contains("signed and encrypted"), "{said}");
-    assert!(logged.contains("backing up from an in-sync replica"), "{logged}");
+    assert!(
+        said.contains(" from 127.0.0.1:") && !said.contains(&format!(" from {master_addr} ")),
+        "the summary names the replica it read: {said}{logged}"
+    );
     let mut dumps = BTreeMap::new();
     for (addr, conn) in &mut nodes {
         dumps.insert(addr.clone(), calls(conn, "dump").await);
