@@ -274,7 +274,7 @@ pub struct Snapshot {
 pub async fn read(sources: Vec<redis::ConnectionInfo>, prefix: &str) -> anyhow::Result<Snapshot> {
     ensure!(!sources.is_empty(), "no Redis node to back up");
     let mut snapshot = Snapshot::default();
-    let pattern = format!("{}*", glob_escape(prefix));
+    let pattern = format!("{}*", mooring_redis::audit::glob_escape(prefix));
     for source in sources {
         let (mut conn, addr) = connect(source).await?;
         snapshot.sources.push(addr.clone());
@@ -409,18 +409,6 @@ pub async fn fetch(repo: &Repo, keys: &BackupKeys, accept_unsigned: bool) -> any
         header: Some(header),
         entries,
     })
-}
-
-/// Escapes the glob characters of a `SCAN MATCH` pattern.
-fn glob_escape(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len());
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Serializes a backup.
@@ -746,10 +734,5 @@ mod tests {
         let cluster =
             config(None, &[], "m", env(&[("REDIS_CLUSTER_NODES", "n1:7000,n2:7000")])).expect("a Cluster");
         assert!(matches!(&cluster.topology, Topology::Cluster { nodes } if nodes.len() == 2));
-    }
-
-    #[test]
-    fn prefixes_are_escaped_for_scan() {
-        assert_eq!(glob_escape("app:*[x]?"), "app:\\*\\[x\\]\\?");
     }
 }

@@ -215,8 +215,8 @@ async fn audit_batch(
     Ok(())
 }
 
-/// Escapes the glob characters of a `SCAN MATCH` pattern.
-fn glob_escape(prefix: &str) -> String {
+/// Escapes the glob characters of a `SCAN MATCH` pattern (shared with `moor backup`, which scans the same keys).
+pub fn glob_escape(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len());
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -229,6 +229,7 @@ fn glob_escape(prefix: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
     use std::time::Duration;
 
     use mooring::{AttemptKey, AttemptStore, Policy, Record, SessionId, SessionStore};
@@ -404,5 +405,10 @@ mod tests {
             (30, 9, 1, 1, 0),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn prefixes_are_escaped_for_scan() {
+        assert_eq!(glob_escape("app:*[x]?\\"), "app:\\*\\[x\\]\\?\\\\");
     }
 }
