@@ -184,19 +184,7 @@ impl BackupKeys {
     /// `BACKUP_PREVIOUS_KEYS`, else `APP_KEY` (or `APP_KEY_FILE`) with `APP_PREVIOUS_KEYS`. Secrets are
     /// `base64:<32 bytes>` or 32+ bytes of text, as for the app.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let read = |name: &str| -> anyhow::Result<Option<String>> {
-            if let Some(value) = var(name).filter(|v| !v.trim().is_empty()) {
-                return Ok(Some(value));
-            }
-            match var(&format!("{name}_FILE")).filter(|v| !v.trim().is_empty()) {
-                Some(path) => {
-                    Ok(Some(std::fs::read_to_string(path.trim()).with_context(|| {
-                        format!("cannot read {name}_FILE ({})", path.trim())
-                    })?))
-                }
-                None => Ok(None),
-            }
-        };
+        let read = |name: &str| crate::env::secret(&var, name);
         for (name, previous, source) in [
             ("BACKUP_KEY", "BACKUP_PREVIOUS_KEYS", "BACKUP_KEY"),
             ("APP_KEY", "APP_PREVIOUS_KEYS", "APP_KEY (no BACKUP_KEY is set)"),
@@ -423,14 +411,7 @@ mod tests {
 
     #[test]
     fn keys_come_from_backup_key_then_app_key() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
+        let env = crate::env::fixed;
         let app = BackupKeys::from_env(env(&[(
             "APP_KEY",
             "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",

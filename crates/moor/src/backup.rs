@@ -681,14 +681,7 @@ mod tests {
 
     #[test]
     fn the_configuration_comes_from_the_apps_variables() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
+        let env = crate::env::fixed;
         let plain = config(None, &[], "mymaster", env(&[])).expect("defaults");
         assert!(matches!(&plain.topology, Topology::Standalone { url } if url == "redis://127.0.0.1:6379"));
         let full = config(

@@ -13,6 +13,7 @@
 //! - [`backup`]: `moor backup` / `moor restore`, a logical backup of the sessions in Redis.
 //! - [`archive`]: the signed (optionally encrypted) envelope every backup file is written in.
 //! - [`repo`]: where backups are kept (a directory, a file, an S3 bucket).
+//! - [`env`]: the environment as moor reads it: a variable, or the secret file its `<NAME>_FILE` form names.
 //! - [`database`]: `moor backup-db` / `moor restore-db`, database backups by the engines' own tools.
 //! - [`drill`]: `moor drill`, the restore drill: the newest backups restored into scratch Redis and a scratch
 //!   database, audited with the store's codec and compared with the live ones (RPO, RTO, counts).
@@ -23,6 +24,7 @@ pub mod backup;
 pub mod chaos;
 pub mod database;
 pub mod drill;
+pub mod env;
 pub mod lab;
 pub mod probe;
 pub mod repo;

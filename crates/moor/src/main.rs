@@ -383,7 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+    moor::env::process(name)
 }
 
 async fn backup_command(args: BackupArgs) -> anyhow::Result<()> {
@@ -423,15 +423,7 @@ async fn restore_command(args: RestoreArgs) -> anyhow::Result<()> {
     let keys = moor::archive::BackupKeys::from_env(env_var)?;
     let database_url = match args.database_url.clone() {
         Some(url) => Some(url),
-        None => match env_var("DATABASE_URL_FILE").filter(|p| !p.trim().is_empty()) {
-            Some(path) => Some(
-                std::fs::read_to_string(path.trim())
-                    .map_err(|e| anyhow::anyhow!("cannot read DATABASE_URL_FILE ({}): {e}", path.trim()))?
-                    .trim()
-                    .to_owned(),
-            ),
-            None => None,
-        },
+        None => moor::env::secret(env_var, "DATABASE_URL")?,
     };
     // Checked before anything is read: a restore that would have to stop later writes nothing either way,
     // but the operator learns at once.

@@ -99,26 +99,6 @@ pub fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// The contents of the file `<name>_FILE` names (a Kubernetes secret mount), unless `<name>` itself is set.
-fn secret_file(name: &str) -> anyhow::Result<Option<String>> {
-    if std::env::var(name).is_ok_and(|v| !v.is_empty()) {
-        return Ok(None);
-    }
-    let Some(path) = std::env::var(format!("{name}_FILE"))
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-    else {
-        return Ok(None);
-    };
-    let value = std::fs::read_to_string(path.trim())
-        .with_context(|| format!("cannot read {name}_FILE ({})", path.trim()))?;
-    let value = value.trim();
-    if value.is_empty() {
-        bail!("{name}_FILE ({}) is empty", path.trim());
-    }
-    Ok(Some(value.to_owned()))
-}
-
 /// The HTTP client object_store talks to S3 (and STS, and the instance metadata service) through:
 /// hyper-util's pooled client over hyper-rustls with the ring provider, trusting the system's CA
 /// certificates and Mozilla's (webpki-roots) so a minimal image without a CA bundle still reaches AWS.
@@ -303,7 +283,8 @@ impl Repo {
             ("AWS_ACCESS_KEY_ID", AmazonS3ConfigKey::AccessKeyId),
             ("AWS_SECRET_ACCESS_KEY", AmazonS3ConfigKey::SecretAccessKey),
         ] {
-            if let Some(value) = secret_file(name)? {
+            // Set again from the variable too (harmless): its `*_FILE` form is what object_store cannot read.
+            if let Some(value) = crate::env::secret(crate::env::process, name)? {
                 builder = builder.with_config(set, value);
             }
         }
@@ -534,14 +515,7 @@ mod tests {
 
     #[test]
     fn s3_settings_come_from_the_environment_and_bad_ones_are_named() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
+        let env = crate::env::fixed;
         let all = S3Settings::from_env(env(&[
             ("AWS_ENDPOINT_URL", "http://minio:9000"),
             ("AWS_DEFAULT_REGION", "eu-west-1"),
