@@ -5,7 +5,7 @@
 //! the one the tool wrote.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use mooring_conformance::provision::{self, Backend, TestDb};
 use sqlx::{Connection, Executor, MySqlConnection, PgConnection};
@@ -13,34 +13,16 @@ use sqlx::{Connection, Executor, MySqlConnection, PgConnection};
 /// The key the tests sign backups with.
 const BACKUP_KEY: &str = "a backup key for the database tests, 32+ bytes";
 
-/// Runs the `moor` binary with the backup key and without the variables of the caller's environment that
-/// would change what it does.
+#[path = "support/cli.rs"]
+mod cli;
+
+/// Runs the `moor` binary with the backup key (see [`cli::run`]).
 fn moor(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moor"));
-    for name in [
-        "DATABASE_URL",
-        "RESTORE_DATABASE_URL",
-        "BACKUP_ENCRYPT",
-        "APP_KEY",
-        "BACKUP_PREVIOUS_KEYS",
-    ] {
-        cmd.env_remove(name);
-    }
-    cmd.env("BACKUP_KEY", BACKUP_KEY)
-        .args(args)
-        .output()
-        .expect("run moor")
+    cli::run(BACKUP_KEY, args, |_| {})
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = moor(args);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "moor {args:?} failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    cli::stdout_of_success(args, moor(args))
 }
 
 /// The rows the tests write: every byte value in a binary column, text in several scripts, a NULL.

@@ -19,6 +19,8 @@ use mooring_conformance::redis::{Options, RedisServer, standalone};
 use mooring_redis::{RedisConfig, RedisStore, Topology};
 use sqlx::{Connection, Executor, MySqlConnection, PgConnection};
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/s3.rs"]
 mod s3;
 use s3::S3Server;
@@ -38,28 +40,11 @@ fn moor(args: &[&str]) -> Output {
 
 /// [`moor`], pointed at `s3` when given.
 fn moor_with(args: &[&str], s3: Option<&S3Server>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moor"));
-    if let Some(s3) = s3 {
-        s3.apply(&mut cmd);
-    }
-    for name in [
-        "REDIS_URL",
-        "REDIS_SENTINELS",
-        "REDIS_CLUSTER_NODES",
-        "REDIS_PREFIX",
-        "REDIS_PASSWORD",
-        "DATABASE_URL",
-        "DRILL_SCRATCH_DATABASE_URL",
-        "DRILL_RESTORED_DATABASE_URL",
-        "APP_KEY",
-        "BACKUP_ENCRYPT",
-    ] {
-        cmd.env_remove(name);
-    }
-    cmd.env("BACKUP_KEY", BACKUP_KEY)
-        .args(args)
-        .output()
-        .expect("run moor")
+    cli::run(BACKUP_KEY, args, |cmd| {
+        if let Some(s3) = s3 {
+            s3.apply(cmd);
+        }
+    })
 }
 
 fn ok(args: &[&str]) -> String {
@@ -67,14 +52,7 @@ fn ok(args: &[&str]) -> String {
 }
 
 fn ok_with(args: &[&str], s3: Option<&S3Server>) -> String {
-    let out = moor_with(args, s3);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "moor {args:?} failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    cli::stdout_of_success(args, moor_with(args, s3))
 }
 
 /// Runs a drill that must fail: exit 1, and the failed check (`FAIL  <check>`) says `says`.
